@@ -1,0 +1,182 @@
+"""Analytic cost of a network from its widths: parameters, MACs, energy, training complexity.
+
+Counted from the architecture description alone, never from a built module, so the tests can
+check it independently against ``FlopCounterMode`` and ``nn.Module.parameters()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from adprune_core.models import (
+    POOL,
+    RESNET_BLOCKS,
+    _pool_fits,
+    arch_info,
+    check_widths,
+    layout_for,
+)
+
+ENERGY_PER_MAC_J = 4.6e-12  # 45 nm CMOS, fp32 MAC (the paper's E_MAC)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class NetCost:
+    params: int
+    macs: int
+    shortcut_params: int
+    shortcut_macs: int
+
+    @property
+    def energy_j(self) -> float:
+        return self.macs * ENERGY_PER_MAC_J
+
+    def without_shortcuts(self) -> NetCost:
+        return NetCost(self.params - self.shortcut_params, self.macs - self.shortcut_macs, 0, 0)
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """A network's cost next to its arch's net0 at the same input size and classes."""
+
+    params: int
+    macs: int
+    energy_j: float
+    param_reduction: float
+    mac_reduction: float
+    baseline_params: int
+    baseline_macs: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_cost(
+    name: str, in_ch: int, out_ch: int, size: int, kernel: int, stride: int
+) -> tuple[LayerCost, LayerCost, int]:
+    """Conv (no bias) plus its BN; #MAC = O^2 * N * k^2 * M. Returns the output size too."""
+    out_size = _conv_out(size, kernel, stride, kernel // 2)
+    weights = kernel * kernel * in_ch * out_ch
+    conv = LayerCost(name, weights, out_size * out_size * weights)
+    bn = LayerCost(f"{name}.bn", 2 * out_ch, 0)  # BN's affine weight and bias; FLOPs not counted
+    return conv, bn, out_size
+
+
+def head_cost(in_features: int, num_classes: int) -> LayerCost:
+    return LayerCost("head", in_features * num_classes + num_classes, in_features * num_classes)
+
+
+def plain_layers(
+    arch: str, widths: Sequence[int], num_classes: int, input_size: int, in_channels: int
+) -> list[LayerCost]:
+    layers: list[LayerCost] = []
+    in_ch, size = in_channels, input_size
+    for item in layout_for(arch):
+        if item == POOL:
+            size = size // 2 if _pool_fits(size) else size
+            continue
+        conv, bn, size = conv_cost(f"conv{item}", in_ch, widths[item], size, 3, 1)
+        layers += [conv, bn]
+        in_ch = widths[item]
+    return layers + [head_cost(in_ch, num_classes)]
+
+
+def resnet_layers(
+    arch: str, widths: Sequence[int], num_classes: int, input_size: int, in_channels: int
+) -> list[LayerCost]:
+    conv, bn, size = conv_cost("conv0", in_channels, widths[0], input_size, 3, 1)
+    layers = [conv, bn]
+    in_ch, block = widths[0], 0
+    for stage, count in enumerate(RESNET_BLOCKS[arch]):
+        for b in range(count):
+            stride = 2 if stage > 0 and b == 0 else 1
+            mid, out = widths[1 + 2 * block], widths[2 + 2 * block]
+            c1, b1, mid_size = conv_cost(f"conv{1 + 2 * block}", in_ch, mid, size, 3, stride)
+            c2, b2, _ = conv_cost(f"conv{2 + 2 * block}", mid, out, mid_size, 3, 1)
+            layers += [c1, b1, c2, b2]
+            if stride != 1 or in_ch != out:
+                sc, sb, _ = conv_cost(f"shortcut{block}", in_ch, out, size, 1, stride)
+                layers += [sc, sb]
+            in_ch, size, block = out, mid_size, block + 1
+    return layers + [head_cost(in_ch, num_classes)]
+
+
+def layer_costs(
+    arch: str,
+    widths: Sequence[int] | None = None,
+    num_classes: int = 10,
+    input_size: int = 32,
+    in_channels: int = 3,
+) -> list[LayerCost]:
+    widths = check_widths(arch, widths)
+    counter = resnet_layers if arch_info(arch).family == "resnet" else plain_layers
+    return counter(arch, widths, num_classes, input_size, in_channels)
+
+
+def net_cost(
+    arch: str,
+    widths: Sequence[int] | None = None,
+    num_classes: int = 10,
+    input_size: int = 32,
+    in_channels: int = 3,
+) -> NetCost:
+    layers = layer_costs(arch, widths, num_classes, input_size, in_channels)
+    shortcut = [layer for layer in layers if layer.name.startswith("shortcut")]
+    return NetCost(
+        params=sum(layer.params for layer in layers),
+        macs=sum(layer.macs for layer in layers),
+        shortcut_params=sum(layer.params for layer in shortcut),
+        shortcut_macs=sum(layer.macs for layer in shortcut),
+    )
+
+
+def cost_report(
+    arch: str,
+    widths: Sequence[int] | None,
+    num_classes: int = 10,
+    input_size: int = 32,
+    in_channels: int = 3,
+    baseline_widths: Sequence[int] | None = None,
+    include_shortcuts: bool = True,
+) -> CostReport:
+    """Cost and reductions against ``baseline_widths`` (default: the arch's net0).
+
+    ``include_shortcuts=False`` drops projection shortcuts from both sides: that is the only
+    way the paper's ResNet reductions come out, since its pruned blocks need projections.
+    """
+    cost = net_cost(arch, widths, num_classes, input_size, in_channels)
+    base = net_cost(arch, baseline_widths, num_classes, input_size, in_channels)
+    if not include_shortcuts:
+        cost, base = cost.without_shortcuts(), base.without_shortcuts()
+    return CostReport(
+        params=cost.params,
+        macs=cost.macs,
+        energy_j=cost.energy_j,
+        param_reduction=base.params / cost.params,
+        mac_reduction=base.macs / cost.macs,
+        baseline_params=base.params,
+        baseline_macs=base.macs,
+    )
+
+
+def training_complexity(
+    search: Sequence[tuple[int, float]], final: tuple[int, float] | None = None
+) -> float:
+    """Eq. 1: sum of epochs / MAC reduction over (epochs, mac_reduction) search rounds, plus
+    the final phase's epochs / MAC reduction when there is one."""
+    total = sum(epochs / reduction for epochs, reduction in search)
+    if final is not None:
+        total += final[0] / final[1]
+    return total

@@ -1,0 +1,329 @@
+"""CIFAR-style VGG, ResNet and small CNNs whose prunable convs all have free widths.
+
+Every prunable conv is followed by its own :class:`LayerReLU` module, so the density
+monitor can hook exactly one module per prunable layer. Each conv, batch norm and the
+head also carry the *channel groups* they read from and write to (a prunable layer index,
+or ``None`` for the image / the classes), which is what filter inheritance needs to slice
+a parent network's tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+POOL = "M"
+
+VGG_CONFIGS: dict[str, list[int | str]] = {
+    "vgg11": [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
+    "vgg13": [64, 64, POOL, 128, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
+    "vgg16": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL]
+    + [512, 512, 512, POOL, 512, 512, 512, POOL],
+    "vgg19": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL]
+    + [512, 512, 512, 512, POOL, 512, 512, 512, 512, POOL],
+}
+
+RESNET_BLOCKS: dict[str, list[int]] = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+RESNET_STAGE_WIDTHS = [64, 128, 256, 512]
+
+# A small family for CPU runs: 3x3 conv + BN + ReLU, a 2x2 max-pool after every second conv.
+CNN_CONFIGS: dict[str, list[int]] = {
+    "cnn2": [16, 32],
+    "cnn": [32, 32, 64, 64],
+    "cnn6": [32, 32, 64, 64, 128, 128],
+}
+
+Group = int | None  # a prunable layer index, or None for the input image / the class logits
+
+
+class ArchError(ValueError):
+    """An unknown architecture or a width list that does not fit it."""
+
+
+class LayerReLU(nn.ReLU):
+    """The ReLU that closes one prunable layer; the density monitor hooks these."""
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    name: str
+    family: str
+    default_widths: tuple[int, ...]
+    builder: Callable[[list[int], int, int, int], PrunableNet]
+
+
+class PrunableNet(nn.Module):
+    """Base class: knows its widths and which channel groups each tensor belongs to."""
+
+    def __init__(self, arch: str, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.arch = arch
+        self.widths = list(widths)
+        # module name -> (input channel group, output channel group)
+        self.channel_groups: dict[str, tuple[Group, Group]] = {}
+
+    def prunable_relus(self) -> list[LayerReLU]:
+        return [m for m in self.modules() if isinstance(m, LayerReLU)]
+
+    def _tag(self, name: str, in_group: Group, out_group: Group) -> None:
+        self.channel_groups[name] = (in_group, out_group)
+
+
+def _pool_fits(size: int) -> bool:
+    # Tiny inputs (8x8 digits) run out of resolution before the last pools of a VGG;
+    # a pool that would shrink below 1x1 is skipped, in the cost model too.
+    return size >= 2
+
+
+def _conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+    return conv, nn.BatchNorm2d(out_ch)
+
+
+class PlainNet(PrunableNet):
+    """VGG and the cnn family: conv-BN-ReLU stacks with max-pools, global pool, one Linear."""
+
+    def __init__(
+        self,
+        arch: str,
+        layout: Sequence[int | str],
+        widths: Sequence[int],
+        num_classes: int,
+        input_size: int,
+        in_channels: int,
+    ) -> None:
+        super().__init__(arch, widths)
+        layers: list[nn.Module] = []
+        in_ch, size, layer_index, group = in_channels, input_size, 0, None
+        for item in layout:
+            if item == POOL:
+                if _pool_fits(size):
+                    layers.append(nn.MaxPool2d(2))
+                    size //= 2
+                continue
+            conv, bn = _conv_bn(in_ch, widths[layer_index])
+            self._tag(f"features.{len(layers)}", group, layer_index)
+            self._tag(f"features.{len(layers) + 1}", layer_index, layer_index)
+            layers += [conv, bn, LayerReLU()]
+            in_ch, group = widths[layer_index], layer_index
+            layer_index += 1
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(in_ch, num_classes)
+        self._tag("head", group, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def cnn_layout(num_layers: int) -> list[int | str]:
+    layout: list[int | str] = []
+    for i in range(num_layers):
+        layout.append(i)
+        if i % 2 == 1:
+            layout.append(POOL)
+    return layout
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with free widths; the second ReLU follows the residual add."""
+
+    def __init__(self, in_ch: int, mid: int, out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(in_ch, mid, stride)
+        self.relu1 = LayerReLU()
+        self.conv2, self.bn2 = _conv_bn(mid, out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_ch != out:
+            # Pruned widths rarely line up across a block, so most pruned blocks get a projection.
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out)
+            )
+        self.relu2 = LayerReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet(PrunableNet):
+    def __init__(
+        self,
+        arch: str,
+        blocks_per_stage: Sequence[int],
+        widths: Sequence[int],
+        num_classes: int,
+        in_channels: int,
+    ) -> None:
+        super().__init__(arch, widths)
+        self.conv1, self.bn1 = _conv_bn(in_channels, widths[0])
+        self.relu = LayerReLU()
+        self._tag("conv1", None, 0)
+        self._tag("bn1", 0, 0)
+        blocks: list[BasicBlock] = []
+        in_ch, group = widths[0], 0
+        for stage, count in enumerate(blocks_per_stage):
+            for b in range(count):
+                stride = 2 if stage > 0 and b == 0 else 1
+                mid_group, out_group = 1 + 2 * len(blocks), 2 + 2 * len(blocks)
+                block = BasicBlock(in_ch, widths[mid_group], widths[out_group], stride)
+                prefix = f"blocks.{len(blocks)}"
+                self._tag(f"{prefix}.conv1", group, mid_group)
+                self._tag(f"{prefix}.bn1", mid_group, mid_group)
+                self._tag(f"{prefix}.conv2", mid_group, out_group)
+                self._tag(f"{prefix}.bn2", out_group, out_group)
+                self._tag(f"{prefix}.shortcut.0", group, out_group)
+                self._tag(f"{prefix}.shortcut.1", out_group, out_group)
+                blocks.append(block)
+                in_ch, group = widths[out_group], out_group
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(in_ch, num_classes)
+        self._tag("head", group, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.head(torch.flatten(self.pool(self.blocks(x)), 1))
+
+
+def resnet_default_widths(blocks_per_stage: Sequence[int]) -> tuple[int, ...]:
+    widths = [RESNET_STAGE_WIDTHS[0]]
+    for stage, count in enumerate(blocks_per_stage):
+        widths += [RESNET_STAGE_WIDTHS[stage]] * (2 * count)
+    return tuple(widths)
+
+
+ARCHS: dict[str, ArchInfo] = {}
+
+
+def register_arch(info: ArchInfo) -> None:
+    ARCHS[info.name] = info
+
+
+def _register_builtin() -> None:
+    for name, cfg in VGG_CONFIGS.items():
+        register_arch(
+            ArchInfo(
+                name,
+                "vgg",
+                tuple(w for w in cfg if w != POOL),  # type: ignore[misc]
+                lambda w, c, s, i, cfg=cfg, name=name: PlainNet(name, _vgg_layout(cfg), w, c, s, i),
+            )
+        )
+    for name, blocks in RESNET_BLOCKS.items():
+        register_arch(
+            ArchInfo(
+                name,
+                "resnet",
+                resnet_default_widths(blocks),
+                lambda w, c, s, i, blocks=blocks, name=name: ResNet(name, blocks, w, c, i),
+            )
+        )
+    for name, widths in CNN_CONFIGS.items():
+        register_arch(
+            ArchInfo(
+                name,
+                "cnn",
+                tuple(widths),
+                lambda w, c, s, i, name=name: PlainNet(name, cnn_layout(len(w)), w, c, s, i),
+            )
+        )
+
+
+def _vgg_layout(cfg: Sequence[int | str]) -> list[int | str]:
+    layout: list[int | str] = []
+    index = 0
+    for item in cfg:
+        if item == POOL:
+            layout.append(POOL)
+        else:
+            layout.append(index)
+            index += 1
+    return layout
+
+
+def layout_for(arch: str) -> list[int | str]:
+    """Conv indices and pools, in order, for the plain (VGG / cnn) families."""
+    info = arch_info(arch)
+    if info.family == "vgg":
+        return _vgg_layout(VGG_CONFIGS[arch])
+    if info.family == "cnn":
+        return cnn_layout(len(info.default_widths))
+    raise ArchError(f"{arch} is not a plain conv stack")
+
+
+def arch_info(arch: str) -> ArchInfo:
+    if arch not in ARCHS:
+        raise ArchError(f"unknown arch '{arch}'; known: {', '.join(sorted(ARCHS))}")
+    return ARCHS[arch]
+
+
+def default_widths(arch: str) -> list[int]:
+    return list(arch_info(arch).default_widths)
+
+
+def check_widths(arch: str, widths: Sequence[int] | None) -> list[int]:
+    """The widths to build, or a one-line :class:`ArchError` saying what is wrong with them."""
+    expected = arch_info(arch).default_widths
+    if widths is None:
+        return list(expected)
+    widths = list(widths)
+    if len(widths) != len(expected):
+        raise ArchError(f"{arch} has {len(expected)} prunable layers, got {len(widths)} widths")
+    for i, w in enumerate(widths):
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ArchError(f"width {i} of {arch} must be an integer >= 1, got {w!r}")
+    return widths
+
+
+def build_model(
+    arch: str,
+    widths: Sequence[int] | None = None,
+    num_classes: int = 10,
+    input_size: int = 32,
+    in_channels: int = 3,
+) -> PrunableNet:
+    """A freshly initialised network; ``widths=None`` gives the arch's net0."""
+    info = arch_info(arch)
+    return info.builder(check_widths(arch, widths), num_classes, input_size, in_channels)
+
+
+_register_builtin()
+
+
+@torch.no_grad()
+def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Generator) -> None:
+    """Copy a random subset of ``parent``'s filters into the narrower ``child``.
+
+    The paper found random re-initialisation works as well; this is the alternative it
+    mentions. Which filters survive is random (no importance score), one subset per layer,
+    and every tensor reading or writing that layer's channels is sliced with the same subset.
+    Tensors the parent lacks (a projection shortcut the narrower child now needs) stay random.
+    """
+    if parent.arch != child.arch:
+        raise ArchError(f"cannot inherit {child.arch} filters from {parent.arch}")
+    keep = [
+        torch.randperm(pw, generator=generator)[:cw].sort().values
+        for pw, cw in zip(parent.widths, child.widths)
+    ]
+    parent_modules = dict(parent.named_modules())
+    child_modules = dict(child.named_modules())
+    for name, (in_group, out_group) in child.channel_groups.items():
+        if name not in parent.channel_groups or name not in parent_modules:
+            continue
+        source, target = parent_modules[name], child_modules[name]
+        tensors = list(target.named_parameters(recurse=False)) + list(
+            target.named_buffers(recurse=False)
+        )
+        for tensor_name, tensor in tensors:
+            value = getattr(source, tensor_name)
+            if value.dim() == 0:
+                continue
+            if out_group is not None:
+                value = value.index_select(0, keep[out_group].to(value.device))
+            if in_group is not None and value.dim() > 1:
+                value = value.index_select(1, keep[in_group].to(value.device))
+            tensor.copy_(value)

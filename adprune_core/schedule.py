@@ -1,0 +1,366 @@
+"""Algorithm 1 as a resumable state machine: rounds of train -> measure -> rho -> shrink -> delta.
+
+:class:`ScheduleState` is plain data (JSON-serialisable); :class:`PruneSchedule` owns the live
+model, optimizer and batches for the current network and moves the state forward one epoch at
+a time. Decisions come from :func:`adprune_core.criteria.decide`, and are applied with
+:meth:`PruneSchedule.advance`, so a caller that decides elsewhere (the Tune scheduler) drives
+the same transitions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from adprune_core.cost import cost_report, training_complexity
+from adprune_core.criteria import Decision, classify_profile, decide
+from adprune_core.data import ArrayDataset, DeviceBatches, load_dataset
+from adprune_core.density import DensityMonitor
+from adprune_core.models import PrunableNet, build_model, check_widths, inherit_filters
+from adprune_core.spec import SweepSpec
+from adprune_core.train import (
+    evaluate,
+    make_lr_schedule,
+    make_optimizer,
+    resolve_device,
+    train_epoch,
+)
+
+
+@dataclass
+class NetRecord:
+    """Everything known about one trained network net[i] (or the final-phase network)."""
+
+    round: int
+    phase: str
+    widths: list[int]
+    epochs: int
+    ad_history: list[float]
+    layer_ad_history: list[list[float]]
+    channel_ad: list[list[float]]
+    accuracy_history: list[float]
+    loss_history: list[float]
+    accuracy: float
+    loss: float
+    params: int
+    macs: int
+    energy_j: float
+    param_reduction: float
+    mac_reduction: float
+    end_reason: str
+    profile: str
+    epochs_to_rho: int | None
+    training_complexity: float
+
+    @property
+    def label(self) -> str:
+        return f"net{self.round}" if self.phase == "search" else f"final(net{self.round})"
+
+
+@dataclass
+class ScheduleState:
+    """Where a schedule is; enough, with the model checkpoint, to resume mid-round."""
+
+    net0_widths: list[int]
+    widths: list[int]
+    phase: str = "search"  # search | final | done
+    round: int = 0
+    ad_history: list[float] = field(default_factory=list)
+    layer_ad_history: list[list[float]] = field(default_factory=list)
+    accuracy_history: list[float] = field(default_factory=list)
+    loss_history: list[float] = field(default_factory=list)
+    last_channel_ad: list[list[float]] = field(default_factory=list)
+    records: list[NetRecord] = field(default_factory=list)
+    stop_reason: str | None = None
+    chosen_round: int | None = None
+
+    @property
+    def epoch(self) -> int:
+        return len(self.ad_history)
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScheduleState:
+        records = [NetRecord(**r) for r in data.get("records", [])]
+        return cls(**{**data, "records": records})
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    phase: str
+    round: int
+    epoch: int
+    widths: list[int]
+    ad_total: float
+    layer_ad: list[float]
+    accuracy: float
+    loss: float
+    train_accuracy: float
+
+
+def round_seed(base_seed: int, phase: str, round_index: int) -> int:
+    # Distinct, reproducible streams per network; the final phase gets its own.
+    return base_seed * 1009 + round_index * 2 + (1 if phase == "final" else 0)
+
+
+class PruneSchedule:
+    """Runs one spec's whole schedule; ``state`` and :meth:`checkpoint` make it resumable."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        data: ArrayDataset | None = None,
+        device: str | torch.device | None = None,
+        state: ScheduleState | None = None,
+    ) -> None:
+        self.spec = spec
+        self.data = data if data is not None else load_dataset(spec.data)
+        self.device = (
+            torch.device(device) if device is not None else resolve_device(spec.train.device)
+        )
+        augment = spec.data.augment if spec.data.augment is not None else self.data.default_augment
+        self.batches = DeviceBatches(self.data, self.device, augment, spec.data.crop_padding)
+        net0 = check_widths(spec.model.arch, spec.model.widths)
+        self.state = state if state is not None else ScheduleState(net0, list(net0))
+        self.model: PrunableNet
+        self._build_network()
+
+    # ------------------------------------------------------------------ network lifecycle
+
+    def _horizon(self) -> int:
+        if self.state.phase == "final":
+            return self.spec.final.epochs
+        return self.spec.prune.rho.max_epochs
+
+    def _build_network(self, parent: PrunableNet | None = None) -> None:
+        seed = round_seed(self.spec.train.seed, self.state.phase, self.state.round)
+        torch.manual_seed(seed)  # weights of net[i] depend only on the seed and i
+        self.model = build_model(
+            self.spec.model.arch,
+            self.state.widths,
+            self.data.num_classes,
+            self.data.input_size,
+            self.data.in_channels,
+        ).to(self.device)
+        self.generator = torch.Generator().manual_seed(seed)
+        if parent is not None:
+            inherit_filters(parent, self.model, self.generator)
+        self.optimizer = make_optimizer(self.model, self.spec.train)
+        self.lr_schedule = make_lr_schedule(self.optimizer, self.spec.train, self._horizon())
+        measure_eval = self.spec.prune.measure == "eval"
+        self.monitor = DensityMonitor(
+            self.model, count_train=not measure_eval, count_eval=measure_eval
+        )
+
+    # ------------------------------------------------------------------ one epoch
+
+    def train_one_epoch(self) -> EpochResult:
+        if self.state.done:
+            raise RuntimeError("the schedule has finished")
+        spec = self.spec
+        with self.monitor:
+            stats = train_epoch(
+                self.model,
+                self.batches,
+                self.optimizer,
+                spec.data.batch_size,
+                self.generator,
+                spec.train.label_smoothing,
+            )
+            accuracy = evaluate(self.model, self.batches, spec.data.eval_batch_size)
+            reading = self.monitor.read()
+        self.lr_schedule.step()
+        state = self.state
+        state.ad_history.append(reading.total)
+        state.layer_ad_history.append(reading.layers)
+        state.last_channel_ad = reading.channels
+        state.accuracy_history.append(accuracy)
+        state.loss_history.append(stats.loss)
+        return EpochResult(
+            state.phase,
+            state.round,
+            state.epoch,
+            list(state.widths),
+            reading.total,
+            reading.layers,
+            accuracy,
+            stats.loss,
+            stats.train_accuracy,
+        )
+
+    def decide(self) -> Decision:
+        state = self.state
+        return decide(
+            "final" if state.phase == "final" else "search",
+            state.round,
+            state.widths,
+            state.ad_history,
+            state.layer_ad_history[-1],
+            self.spec.prune,
+            self.spec.final.epochs,
+        )
+
+    # ------------------------------------------------------------------ transitions
+
+    def advance(self, decision: Decision) -> None:
+        """Apply a decision: keep training, start net[i+1], start the final phase, or stop."""
+        if decision.action == "continue":
+            return
+        state = self.state
+        self._close_record(decision)
+        parent = self.model if self.spec.prune.init == "inherit" else None
+        if decision.action == "next_round":
+            if decision.next_widths is None:
+                raise ValueError("a next_round decision needs next_widths")
+            state.round += 1
+            state.widths = list(decision.next_widths)
+        elif decision.action == "final":
+            self._end_search(decision)
+            state.phase = "final"
+            state.widths = list(state.records[state.chosen_round].widths)
+            parent = None  # the final phase always trains the chosen widths from scratch
+        else:
+            if state.phase == "search":
+                self._end_search(decision)
+            state.phase = "done"
+        self._reset_round_history()
+        if not state.done:
+            self._build_network(parent)
+
+    def _end_search(self, decision: Decision) -> None:
+        self.state.stop_reason = decision.reason
+        self.state.chosen_round = decision.chosen_round
+
+    def _reset_round_history(self) -> None:
+        state = self.state
+        state.ad_history, state.layer_ad_history = [], []
+        state.accuracy_history, state.loss_history = [], []
+        state.last_channel_ad = []
+
+    def _close_record(self, decision: Decision) -> None:
+        state, data = self.state, self.data
+        searching = state.phase == "search"
+        round_index = state.round if searching else state.chosen_round
+        cost = cost_report(
+            self.spec.model.arch,
+            state.widths,
+            data.num_classes,
+            data.input_size,
+            data.in_channels,
+            baseline_widths=state.net0_widths,
+        )
+        previous = state.records[-1].training_complexity if state.records else 0.0
+        record = NetRecord(
+            round=int(round_index or 0),
+            phase=state.phase,
+            widths=list(state.widths),
+            epochs=state.epoch,
+            ad_history=list(state.ad_history),
+            layer_ad_history=[list(x) for x in state.layer_ad_history],
+            channel_ad=[list(x) for x in state.last_channel_ad],
+            accuracy_history=list(state.accuracy_history),
+            loss_history=list(state.loss_history),
+            accuracy=state.accuracy_history[-1],
+            loss=state.loss_history[-1],
+            params=cost.params,
+            macs=cost.macs,
+            energy_j=cost.energy_j,
+            param_reduction=cost.param_reduction,
+            mac_reduction=cost.mac_reduction,
+            end_reason=decision.rho or decision.reason,
+            profile=decision.profile
+            or classify_profile(state.ad_history, self.spec.prune.delta.flat_band),
+            epochs_to_rho=state.epoch if decision.rho == "saturated" else None,
+            training_complexity=previous + training_complexity([(state.epoch, cost.mac_reduction)]),
+        )
+        state.records.append(record)
+
+    # ------------------------------------------------------------------ driving
+
+    def step(self) -> tuple[EpochResult, Decision]:
+        """Train one epoch, decide, and apply the decision (the in-process path)."""
+        result = self.train_one_epoch()
+        decision = self.decide()
+        self.advance(decision)
+        return result, decision
+
+    def run(self, on_epoch: Callable[[EpochResult, Decision], None] | None = None) -> ScheduleState:
+        while not self.state.done:
+            result, decision = self.step()
+            if on_epoch is not None:
+                on_epoch(result, decision)
+        return self.state
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Schedule state plus the live network's weights, optimizer, lr schedule and RNG."""
+        return {
+            "state": self.state.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        spec: SweepSpec,
+        checkpoint: dict[str, Any],
+        data: ArrayDataset | None = None,
+        device: str | torch.device | None = None,
+    ) -> PruneSchedule:
+        state = ScheduleState.from_dict(checkpoint["state"])
+        schedule = cls(spec, data, device, state)
+        if not state.done:
+            schedule.model.load_state_dict(checkpoint["model"])
+            schedule.optimizer.load_state_dict(checkpoint["optimizer"])
+            schedule.lr_schedule.load_state_dict(checkpoint["lr_schedule"])
+            schedule.generator.set_state(checkpoint["generator"])
+        return schedule
+
+
+@dataclass(frozen=True)
+class ScheduleSummary:
+    chosen_round: int
+    widths: list[int]
+    accuracy: float
+    param_reduction: float
+    mac_reduction: float
+    training_complexity: float
+    baseline_complexity: float
+    stop_reason: str
+    rounds: int
+
+
+def summarize(state: ScheduleState) -> ScheduleSummary:
+    """The result of a finished schedule: the final-phase network if any, else the chosen one."""
+    if not state.done or state.chosen_round is None:
+        raise ValueError("the schedule has not finished")
+    search = [r for r in state.records if r.phase == "search"]
+    final = [r for r in state.records if r.phase == "final"]
+    result = final[-1] if final else search[state.chosen_round]
+    total_epochs = sum(r.epochs for r in state.records)
+    return ScheduleSummary(
+        chosen_round=state.chosen_round,
+        widths=list(result.widths),
+        accuracy=result.accuracy,
+        param_reduction=result.param_reduction,
+        mac_reduction=result.mac_reduction,
+        training_complexity=state.records[-1].training_complexity,
+        # Eq. 1 for net0 trained for every epoch the schedule spent: its MAC reduction is 1.
+        baseline_complexity=float(total_epochs),
+        stop_reason=state.stop_reason or "",
+        rounds=len(search),
+    )

@@ -1,0 +1,158 @@
+"""The ``adprune-sweep`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from adprune_core.data import DATASETS, DatasetNotFoundError, DataSpec, dataset_shape
+from adprune_core.models import ARCHS, ArchError
+from adprune_core.spec import SpecError
+from adprune_core.train import TrainingDiverged
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors a user can cause and fix; they end in one line on stderr and exit status 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SpecError,
+    ArchError,
+    DatasetNotFoundError,
+    TrainingDiverged,
+    FileNotFoundError,
+    PermissionError,
+)
+
+
+def user_errors(command: F) -> F:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as err:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+def main(debug: bool) -> None:
+    """Activation-density pruning in training, run and swept at scale."""
+
+
+# ---------------------------------------------------------------------------- cost
+
+
+def parse_widths(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        widths = [int(part) for part in text.replace(" ", "").strip("[]").split(",") if part]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not widths:
+        raise click.BadParameter("expected at least one width")
+    return widths
+
+
+@main.command()
+@click.option("--arch", required=True, type=click.Choice(sorted(ARCHS)), help="Architecture.")
+@click.option("--widths", help="Comma-separated widths, one per prunable conv (default: net0).")
+@click.option("--dataset", type=click.Choice(DATASETS), help="Take classes and input size from it.")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classes (default 10).")
+@click.option("--input-size", type=click.IntRange(min=1), help="Input height = width (default 32).")
+@click.option("--in-channels", type=click.IntRange(min=1), help="Input channels (default 3).")
+@click.option(
+    "--no-shortcuts",
+    is_flag=True,
+    help="Leave ResNet projection shortcuts out of both sides (how the paper's ResNet "
+    "reductions come out).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@user_errors
+def cost(
+    arch: str,
+    widths: str | None,
+    dataset: str | None,
+    num_classes: int | None,
+    input_size: int | None,
+    in_channels: int | None,
+    no_shortcuts: bool,
+    as_json: bool,
+) -> None:
+    """Parameters, MACs, energy and reductions of a width list against the arch's net0."""
+    from adprune_core.cost import ENERGY_PER_MAC_J, cost_report
+
+    if dataset and (num_classes or input_size or in_channels):
+        raise click.UsageError(
+            "give --dataset or --num-classes/--input-size/--in-channels, not both"
+        )
+    shape = dataset_shape(DataSpec(dataset=dataset)) if dataset else (10, 32, 3)
+    classes = num_classes or shape[0]
+    size = input_size or shape[1]
+    channels = in_channels or shape[2]
+    parsed = parse_widths(widths)
+    try:
+        report = cost_report(
+            arch, parsed, classes, size, channels, include_shortcuts=not no_shortcuts
+        )
+    except ArchError as err:
+        raise click.BadParameter(str(err), param_hint="'--widths'") from None
+    if as_json:
+        payload = {
+            "arch": arch,
+            "widths": parsed,
+            "num_classes": classes,
+            "input_size": size,
+            "in_channels": channels,
+            "include_shortcuts": not no_shortcuts,
+            **report.as_dict(),
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(f"arch        {arch}  ({classes} classes, {size}x{size}x{channels} input)")
+    click.echo(f"params      {report.params:,}  (net0 {report.baseline_params:,})")
+    click.echo(f"MACs        {report.macs:,}  (net0 {report.baseline_macs:,})")
+    click.echo(
+        f"energy      {report.energy_j * 1e6:.3f} uJ per image at {ENERGY_PER_MAC_J * 1e12:.1f} pJ/MAC"
+    )
+    click.echo(f"params red. {report.param_reduction:.1f}x")
+    click.echo(f"MACs red.   {report.mac_reduction:.1f}x")
+
+
+# ---------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(dir_okay=False))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a spec key, e.g. --set prune.rho.threshold=0.002 (repeatable).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write a JSON summary here.")
+@click.option("--device", help="Override train.device (cpu, cuda).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines.")
+@user_errors
+def run(
+    spec_path: str, overrides: tuple[str, ...], output: str | None, device: str | None, quiet: bool
+) -> None:
+    """Run one full prune schedule in this process (no Ray, no MLflow)."""
+    from ray_jobs.single import run_single
+
+    extra = (f"train.device={device}",) if device else ()
+    run_single(spec_path, overrides + extra, output, quiet)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
