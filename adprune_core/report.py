@@ -33,14 +33,16 @@ def decision_line(result: EpochResult, decision: Decision, state: ScheduleState)
     if decision.action == "next_round":
         return (
             f"  {name}: rho {decision.rho} after {result.epoch} epochs, profile "
-            f"{decision.profile} -> net{result.round + 1} {short_widths(decision.next_widths or [])}"
+            f"{decision.profile} -> net{result.round + 1} "
+            f"{short_widths(decision.next_widths or [])}"
         )
     if result.phase == "final":
         return f"  final phase done after {result.epoch} epochs"
     chosen = state.chosen_round
     tail = "training the chosen widths from scratch" if decision.action == "final" else "done"
     return (
-        f"  {name}: rho {decision.rho} after {result.epoch} epochs, profile {decision.profile}, delta stops the search ({decision.reason}); "
+        f"  {name}: rho {decision.rho} after {result.epoch} epochs, profile {decision.profile}, "
+        f"delta stops the search ({decision.reason}); "
         f"chosen net{chosen}, {tail}"
     )
 

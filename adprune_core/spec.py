@@ -103,9 +103,8 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
             if math.isfinite(value):
                 return float(value)
             raise SpecError(f"{path}: expected a finite number, got {value!r}")
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp is str and isinstance(value, str):
+        return value
     raise SpecError(f"{path}: expected {_type_name(tp)}, got {value!r}")
 
 
@@ -182,7 +181,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise SpecError(f"--set {key.strip()}: value is not valid YAML ({err.__class__.__name__})")
+        raise SpecError(
+            f"--set {key.strip()}: value is not valid YAML ({err.__class__.__name__})"
+        ) from None
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -275,7 +276,8 @@ def validate(spec: SweepSpec) -> SweepSpec:
     rho = spec.prune.rho
     if rho.min_epochs > rho.max_epochs:
         raise SpecError(
-            f"prune.rho.min_epochs: {rho.min_epochs} is more than prune.rho.max_epochs {rho.max_epochs}"
+            f"prune.rho.min_epochs: {rho.min_epochs} is more than "
+            f"prune.rho.max_epochs {rho.max_epochs}"
         )
     check_search(spec.search)
     return spec

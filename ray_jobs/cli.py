@@ -122,7 +122,8 @@ def cost(
     click.echo(f"params      {report.params:,}  (net0 {report.baseline_params:,})")
     click.echo(f"MACs        {report.macs:,}  (net0 {report.baseline_macs:,})")
     click.echo(
-        f"energy      {report.energy_j * 1e6:.3f} uJ per image at {ENERGY_PER_MAC_J * 1e12:.1f} pJ/MAC"
+        f"energy      {report.energy_j * 1e6:.3f} uJ per image "
+        f"at {ENERGY_PER_MAC_J * 1e12:.1f} pJ/MAC"
     )
     click.echo(f"params red. {report.param_reduction:.1f}x")
     click.echo(f"MACs red.   {report.mac_reduction:.1f}x")
