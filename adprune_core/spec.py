@@ -99,6 +99,9 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        # YAML 1.1 reads `1e-3` (no dot) as a string; users type it, so accept it as a number.
+        if isinstance(value, str):
+            value = _float_or_none(value) if value.strip() else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if math.isfinite(value):
                 return float(value)
@@ -106,6 +109,13 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
     elif tp is str and isinstance(value, str):
         return value
     raise SpecError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _float_or_none(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
