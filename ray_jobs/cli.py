@@ -155,5 +155,63 @@ def run(
     run_single(spec_path, overrides + extra, output, quiet)
 
 
+# ---------------------------------------------------------------------------- launch
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(dir_okay=False))
+@click.option(
+    "--cluster",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on an existing Ray cluster: HOST:PORT, or 'auto' / bare flag for $RAY_ADDRESS. "
+    "Without it, an embedded local Ray sized to this machine.",
+)
+@click.option("--storage", help="Where Tune keeps trial state and checkpoints (default ./runs).")
+@click.option("--name", help="Sweep name (default: the spec's name).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted sweep --name.")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Override num_samples.")
+@click.option("--max-concurrent", type=click.IntRange(min=0), help="Override max_concurrent.")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Retries per trial, each from its last checkpoint.",
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+@user_errors
+def launch(
+    spec_path: str,
+    cluster: str | None,
+    storage: str | None,
+    name: str | None,
+    resume: bool,
+    num_samples: int | None,
+    max_concurrent: int | None,
+    max_failures: int,
+    overrides: tuple[str, ...],
+) -> None:
+    """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule."""
+    from ray_jobs.launch import LaunchOptions
+    from ray_jobs.launch import launch as run_launch
+
+    run_launch(
+        LaunchOptions(
+            spec_path,
+            overrides,
+            cluster,
+            storage,
+            name,
+            resume,
+            num_samples,
+            max_concurrent,
+            max_failures,
+        )
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

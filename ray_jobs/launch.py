@@ -1,0 +1,294 @@
+"""``adprune-sweep launch``: a Ray Tune sweep where every trial runs a whole prune schedule."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from adprune_core.report import format_table, short_widths
+from adprune_core.spec import SpecError, SweepSpec, load_spec, set_dotted, spec_to_dict
+
+# Tune's CSV / TensorBoard loggers cannot take the list-valued fields every report carries
+# (widths, per-layer AD); results still land in each trial's result.json.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Checkpointing every epoch is the point (a restart loses at most one epoch); Tune's warning
+# about frequent experiment snapshots is expected here and would drown the progress lines.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+class LaunchError(SpecError):
+    """A launch option that cannot work (cluster, storage, resume); one line, exit 2."""
+
+
+@dataclass
+class LaunchOptions:
+    spec_path: str
+    overrides: Sequence[str] = ()
+    cluster: str | None = None
+    storage: str | None = None
+    name: str | None = None
+    resume: bool = False
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    max_failures: int = 3
+
+
+def tune_domain(kind: str, args: Any) -> Any:
+    from ray import tune
+
+    if kind == "grid":
+        return tune.grid_search(list(args))
+    if kind == "choice":
+        return tune.choice(list(args))
+    if kind == "uniform":
+        return tune.uniform(*args)
+    if kind == "loguniform":
+        return tune.loguniform(*args)
+    return tune.randint(*args)  # [low, high), as in Tune
+
+
+def absolute_data_root(spec_dict: dict[str, Any]) -> None:
+    # Tune runs each trial in its own working directory; a relative root would move with it.
+    root = spec_dict["data"]["root"]
+    if "://" not in root:
+        spec_dict["data"]["root"] = str(Path(root).expanduser().resolve())
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune's search space: the spec as a nested dict, with domains at the searched keys."""
+    spec_dict = copy.deepcopy(spec_to_dict(spec))
+    search = spec_dict.pop("search")
+    absolute_data_root(spec_dict)
+    for key, domain in search.items():
+        ((kind, args),) = domain.items()
+        set_dotted(spec_dict, key, tune_domain(kind, args))
+    return {"spec": spec_dict}
+
+
+# ---------------------------------------------------------------------------- Ray
+
+
+def cluster_address(cluster: str) -> str:
+    if cluster in ("", "auto"):
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address:
+            raise LaunchError(
+                "--cluster auto: RAY_ADDRESS is not set; give the head's address (HOST:PORT)"
+            )
+        return address
+    return cluster
+
+
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, naming the address, instead of letting ray.init retry for a minute."""
+    if address.startswith("ray://"):
+        hostport = address[len("ray://") :]
+    else:
+        hostport = address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"--cluster {address}: expected HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = err.strerror or err.__class__.__name__
+        raise LaunchError(
+            f"--cluster {address}: no Ray cluster reachable there ({reason})"
+        ) from None
+
+
+def start_ray(cluster: str | None) -> str:
+    import logging
+
+    import ray
+
+    if cluster is None:
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,  # per-checkpoint worker chatter; progress comes from results
+        )
+        return "embedded local Ray"
+    address = cluster_address(cluster)
+    check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(f"--cluster {address}: cannot connect ({first_line})") from None
+    return f"Ray cluster at {address}"
+
+
+def storage_root(storage: str | None) -> str:
+    if storage is not None and "://" in storage:
+        return storage
+    path = Path(storage or "runs").expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LaunchError(f"--storage {path}: cannot create ({err.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise LaunchError(f"--storage {path}: not writable")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+def make_progress_callback() -> Any:
+    from ray.tune import Callback
+
+    class ProgressPrinter(Callback):
+        """One line per trial result: round, epoch, AD, accuracy, widths; and each decision."""
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
+            name = "final" if result["phase"] == "final" else f"net{result['round']}"
+            line = (
+                f"[{trial.trial_id}] {name:<6} epoch {result['epoch']:>3}  "
+                f"AD {result['ad_total']:.4f}  acc {100 * result['accuracy']:5.1f}%  "
+                f"widths {short_widths(result['widths'])}"
+            )
+            if result["decision"] != "continue":
+                line += f"  -> {result['decision']} ({result['decision_reason']})"
+            click.echo(line)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            click.echo(f"[{trial.trial_id}] failed; Tune retries it from its last checkpoint")
+
+    return ProgressPrinter()
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+SUMMARY_HEADERS = (
+    "trial",
+    "searched",
+    "status",
+    "rounds",
+    "chosen",
+    "final widths",
+    "accuracy",
+    "MACs red.",
+    "train. complexity",
+    "stop",
+)
+
+
+def searched_values(config: dict[str, Any], keys: Sequence[str]) -> str:
+    parts = []
+    for key in keys:
+        node: Any = config["spec"]
+        for part in key.split("."):
+            node = node[part]
+        parts.append(
+            f"{key.split('.')[-1]}={node:g}" if isinstance(node, float) else f"{key}={node}"
+        )
+    return " ".join(parts)
+
+
+def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        done = bool(metrics.get("schedule_done"))
+        trial_id = metrics.get("trial_id", "?")
+        rows.append(
+            [
+                str(trial_id),
+                searched_values(result.config, search_keys),
+                "done" if done else ("error" if result.error else "unfinished"),
+                str(metrics.get("final_rounds", metrics.get("round", 0) + 1)),
+                f"net{metrics['final_chosen_round']}" if done else "-",
+                short_widths(metrics.get("final_widths", metrics.get("widths", [])), 12),
+                f"{100 * metrics.get('final_accuracy', metrics.get('accuracy', 0.0)):.1f}%",
+                f"{metrics.get('final_mac_reduction', metrics.get('mac_reduction', 1.0)):.1f}x",
+                f"{metrics.get('final_training_complexity', metrics.get('training_complexity', 0.0)):.1f}",
+                metrics.get("final_stop_reason", "-"),
+            ]
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- launch
+
+
+def build_tuner(spec: SweepSpec, opts: LaunchOptions, storage: str, name: str) -> Any:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ray_jobs.scheduler import ActivationDensityScheduler
+    from ray_jobs.trainable import adprune_trainable
+
+    trainable = tune.with_resources(
+        adprune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
+    if opts.resume:
+        return tune.Tuner.restore(
+            str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+    max_concurrent = opts.max_concurrent if opts.max_concurrent is not None else spec.max_concurrent
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            scheduler=ActivationDensityScheduler(),
+            num_samples=opts.num_samples or spec.num_samples,
+            max_concurrent_trials=max_concurrent or None,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[make_progress_callback(), JsonLoggerCallback()],
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+
+
+def check_name(storage: str, name: str, resume: bool) -> None:
+    if "://" in storage:
+        return
+    exists = (Path(storage) / name).exists()
+    if resume and not exists:
+        raise LaunchError(f"--resume: no sweep named {name!r} under {storage}")
+    if not resume and exists:
+        raise LaunchError(
+            f"--name {name}: a sweep of that name exists under {storage}; "
+            "use --resume to continue it or --name to start another"
+        )
+
+
+def launch(opts: LaunchOptions) -> list[list[str]]:
+    spec = load_spec(opts.spec_path, opts.overrides)
+    if not opts.resume and not spec.search and (opts.num_samples or spec.num_samples) == 1:
+        click.echo("note: the spec has no search space; this sweep runs a single trial")
+    storage = storage_root(opts.storage)
+    name = opts.name or spec.name
+    check_name(storage, name, opts.resume)
+    where = start_ray(opts.cluster)
+    click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
+    start = time.perf_counter()
+    tuner = build_tuner(spec, opts, storage, name)
+    results = tuner.fit()
+    rows = summary_rows(results, list(spec.search))
+    click.echo("")
+    click.echo(format_table(SUMMARY_HEADERS, rows))
+    click.echo(f"{len(rows)} trials in {time.perf_counter() - start:.1f}s")
+    return rows

@@ -1,0 +1,149 @@
+"""The Tune function trainable: one trial runs one point of the search space through the
+whole prune schedule, reporting once per epoch with a checkpoint.
+
+The trainable does not end rounds on its own: it reports, and the
+:class:`~ray_jobs.scheduler.ActivationDensityScheduler` PAUSEs it with the next network's
+widths in ``trial.config["transition"]``; Tune then restarts it from the checkpoint of that
+report, and the trainable applies the transition before training net[i+1].
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from adprune_core.cost import cost_report
+from adprune_core.criteria import Decision
+from adprune_core.data import ArrayDataset, load_dataset
+from adprune_core.schedule import EpochResult, PruneSchedule, summarize
+from adprune_core.spec import SweepSpec, spec_from_dict
+
+CHECKPOINT_FILE = "schedule.pt"
+
+# With reuse_actors a restarted trial lands in the same process: keep its data loaded.
+_DATA_CACHE: dict[str, ArrayDataset] = {}
+
+
+def cached_dataset(spec: SweepSpec) -> ArrayDataset:
+    key = repr(spec.data)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_dataset(spec.data)
+    return _DATA_CACHE[key]
+
+
+def trial_device(spec: SweepSpec) -> str:
+    # Ray sets CUDA_VISIBLE_DEVICES per trial, so "cuda" is this trial's own (share of a) GPU.
+    if spec.resources.gpu > 0 and torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if spec.train.device == "auto" else spec.train.device
+
+
+def load_schedule(spec: SweepSpec, data: ArrayDataset) -> PruneSchedule:
+    device = trial_device(spec)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return PruneSchedule(spec, data, device)
+    with checkpoint.as_directory() as folder:
+        saved = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+    return PruneSchedule.from_checkpoint(spec, saved, data, device)
+
+
+def apply_transition(schedule: PruneSchedule, transition: dict[str, Any] | None) -> None:
+    """Start the network the scheduler chose, unless this checkpoint is already past it."""
+    if not transition:
+        return
+    state = schedule.state
+    at = (transition["from_phase"], transition["from_round"], transition["at_epoch"])
+    if (state.phase, state.round, state.epoch) != at:
+        return
+    schedule.advance(Decision(**transition["decision"]))
+
+
+def save_checkpoint(schedule: PruneSchedule) -> tune.Checkpoint:
+    folder = tempfile.mkdtemp(prefix="adprune-ckpt-")
+    torch.save(schedule.checkpoint(), Path(folder) / CHECKPOINT_FILE)
+    return tune.Checkpoint.from_directory(folder)
+
+
+def epoch_metrics(
+    schedule: PruneSchedule, result: EpochResult, decision: Decision
+) -> dict[str, Any]:
+    """Every field the scheduler and the progress output read, and what MLflow will record."""
+    spec, data, state = schedule.spec, schedule.data, schedule.state
+    cost = cost_report(
+        spec.model.arch,
+        result.widths,
+        data.num_classes,
+        data.input_size,
+        data.in_channels,
+        baseline_widths=state.net0_widths,
+    )
+    # Records close at transitions, so once done the last record is this network's own.
+    closed = state.records[:-1] if state.done else state.records
+    previous = closed[-1].training_complexity if closed else 0.0
+    ad_history = (
+        state.records[-1].ad_history if state.done else list(state.ad_history)
+    )  # a closed record holds the round's curve once the schedule is done
+    metrics: dict[str, Any] = {
+        "phase": result.phase,
+        "round": result.round,
+        "epoch": result.epoch,
+        "widths": list(result.widths),
+        "ad_total": result.ad_total,
+        "layer_ad": list(result.layer_ad),
+        "ad_history": ad_history,
+        "accuracy": result.accuracy,
+        "loss": result.loss,
+        "train_accuracy": result.train_accuracy,
+        "params": cost.params,
+        "macs": cost.macs,
+        "energy_j": cost.energy_j,
+        "param_reduction": cost.param_reduction,
+        "mac_reduction": cost.mac_reduction,
+        "training_complexity": previous + result.epoch / cost.mac_reduction,
+        "net0_widths": list(state.net0_widths),
+        "decision": decision.action,
+        "decision_reason": decision.reason,
+        "profile": decision.profile or "",
+        "node_ip": _node_ip(),
+        "pid": os.getpid(),
+        "schedule_done": state.done,
+    }
+    if state.done:
+        metrics.update({f"final_{k}": v for k, v in asdict(summarize(state)).items()})
+    return metrics
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - outside a Ray worker the host name will do
+        return socket.gethostname()
+
+
+def adprune_trainable(config: dict[str, Any]) -> None:
+    spec = spec_from_dict(copy.deepcopy(config["spec"]))
+    schedule = load_schedule(spec, cached_dataset(spec))
+    apply_transition(schedule, config.get("transition"))
+    while not schedule.state.done:
+        result = schedule.train_one_epoch()
+        decision = schedule.decide()
+        if decision.action == "stop":
+            # Close the last record inside this report's checkpoint: the STOP that follows
+            # ends the trial before it could run any more code.
+            schedule.advance(decision)
+        tune.report(epoch_metrics(schedule, result, decision), checkpoint=save_checkpoint(schedule))
+        if decision.action in ("next_round", "final"):
+            # Reached only when no ActivationDensityScheduler paused us: go on in-process.
+            schedule.advance(decision)
