@@ -90,10 +90,7 @@ def cluster_address(cluster: str) -> str:
 
 def check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Fail in seconds, naming the address, instead of letting ray.init retry for a minute."""
-    if address.startswith("ray://"):
-        hostport = address[len("ray://") :]
-    else:
-        hostport = address
+    hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         raise LaunchError(f"--cluster {address}: expected HOST:PORT (e.g. 10.0.0.1:6379)")
@@ -198,6 +195,10 @@ def searched_values(config: dict[str, Any], keys: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def final_or_current(metrics: dict[str, Any], key: str, default: Any) -> Any:
+    return metrics.get(f"final_{key}", metrics.get(key, default))
+
+
 def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
     rows = []
     for result in results:
@@ -214,7 +215,7 @@ def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
                 short_widths(metrics.get("final_widths", metrics.get("widths", [])), 12),
                 f"{100 * metrics.get('final_accuracy', metrics.get('accuracy', 0.0)):.1f}%",
                 f"{metrics.get('final_mac_reduction', metrics.get('mac_reduction', 1.0)):.1f}x",
-                f"{metrics.get('final_training_complexity', metrics.get('training_complexity', 0.0)):.1f}",
+                f"{final_or_current(metrics, 'training_complexity', 0.0):.1f}",
                 metrics.get("final_stop_reason", "-"),
             ]
         )

@@ -128,7 +128,7 @@ def _node_ip() -> str:
         import ray
 
         return ray.util.get_node_ip_address()
-    except Exception:  # noqa: BLE001 - outside a Ray worker the host name will do
+    except Exception:  # outside a Ray worker the host name will do
         return socket.gethostname()
 
 

@@ -62,7 +62,10 @@ def test_forward_at_random_widths(arch, size, channels):
     out = model.eval()(torch.randn(2, channels, size, size))
     assert out.shape == (2, 7)
     relu_channels = []
-    hooks = [r.register_forward_hook(lambda m, i, o: relu_channels.append(o.shape[1])) for r in model.prunable_relus()]
+    hooks = [
+        r.register_forward_hook(lambda m, i, o: relu_channels.append(o.shape[1]))
+        for r in model.prunable_relus()
+    ]
     model(torch.randn(1, channels, size, size))
     for h in hooks:
         h.remove()
