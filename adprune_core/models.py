@@ -36,6 +36,8 @@ CNN_CONFIGS: dict[str, list[int]] = {
     "cnn6": [32, 32, 64, 64, 128, 128],
 }
 
+MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
+
 Group = int | None  # a prunable layer index, or None for the input image / the class logits
 
 
@@ -274,8 +276,10 @@ def check_widths(arch: str, widths: Sequence[int] | None) -> list[int]:
     if len(widths) != len(expected):
         raise ArchError(f"{arch} has {len(expected)} prunable layers, got {len(widths)} widths")
     for i, w in enumerate(widths):
-        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
-            raise ArchError(f"width {i} of {arch} must be an integer >= 1, got {w!r}")
+        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WIDTH:
+            raise ArchError(
+                f"width {i} of {arch} must be an integer in [1, {MAX_WIDTH}], got {str(w)[:20]}"
+            )
     return widths
 
 

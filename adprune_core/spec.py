@@ -103,12 +103,21 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
         if isinstance(value, str):
             value = _float_or_none(value) if value.strip() else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                return float(value)
-            raise SpecError(f"{path}: expected a finite number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise SpecError(f"{path}: expected a finite number, got {_short(value)}")
     elif tp is str and isinstance(value, str):
         return value
-    raise SpecError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    raise SpecError(f"{path}: expected {_type_name(tp)}, got {_short(value)}")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _float_or_none(text: str) -> float | str:
@@ -130,7 +139,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return from_mapping(tp, value, path)
     if origin is list:
         if not isinstance(value, list):
-            raise SpecError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise SpecError(f"{path}: expected {_type_name(tp)}, got {_short(value)}")
         (item_type,) = typing.get_args(tp)
         return [_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
@@ -186,7 +195,7 @@ def _join(path: str, key: str) -> str:
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.path=value``, with the value read as YAML (``3``, ``0.1``, ``[8, 16]``, ``true``)."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
+    if not sep or not key.strip() or "" in key.strip().split("."):
         raise SpecError(f"--set {text!r}: expected key.path=value")
     try:
         return key.strip(), yaml.safe_load(raw)
@@ -219,40 +228,54 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 # ---------------------------------------------------------------------------- whole spec
 
 
-def field_at(cls: type, dotted: str) -> dataclasses.Field:
-    """The dataclass field a dotted key names, or a SpecError naming the first bad part."""
+def field_at(cls: type, dotted: str, prefix: str = "") -> tuple[dataclasses.Field, Any]:
+    """The dataclass field a dotted key names and its type, or a SpecError naming the key."""
     current: Any = cls
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
+    found: dataclasses.Field | None = None
+    for part in dotted.split("."):
         fields = (
             {f.name: f for f in dataclasses.fields(current)}
             if dataclasses.is_dataclass(current)
             else {}
         )
         if part not in fields:
-            raise SpecError(f"{'.'.join(parts[: i + 1])}: no such key in the spec")
+            raise SpecError(f"{_join(prefix, dotted)}: no such key in the spec")
         found = fields[part]
         current = typing.get_type_hints(current)[part]
-    return found
+    if found is None:
+        raise SpecError(f"{_join(prefix, dotted)}: no such key in the spec")
+    return found, current
+
+
+UNSEARCHABLE = ("search", "name", "experiment", "num_samples", "max_concurrent", "resources")
 
 
 def check_search(search: Mapping[str, Any]) -> None:
     for key, domain in search.items():
+        if not isinstance(key, str) or not key:
+            raise SpecError(f"search: keys must be dotted spec keys, got {key!r}")
         path = f"search.{key}"
-        if key.split(".")[0] in (
-            "search",
-            "name",
-            "experiment",
-            "num_samples",
-            "max_concurrent",
-            "resources",
-        ):
+        if key.split(".")[0] in UNSEARCHABLE:
             raise SpecError(f"{path}: cannot be searched over")
-        field_at(SweepSpec, key)
+        found, field_type = field_at(SweepSpec, key, "search")
         if not isinstance(domain, Mapping) or len(domain) != 1:
             raise SpecError(f"{path}: expected one of {{{'|'.join(SEARCH_KINDS)}: ...}}")
         ((kind, args),) = domain.items()
         _check_domain(path, kind, args)
+        _check_domain_values(path, kind, args, found, field_type)
+
+
+def _check_domain_values(
+    path: str, kind: str, args: Any, found: dataclasses.Field, field_type: Any
+) -> None:
+    """Every value the search can produce must be valid for the field it sets."""
+    samples = list(args) if kind in ("grid", "choice") else [args[0]]
+    if kind == "randint":
+        samples = [args[0], args[1] - 1]
+    for i, value in enumerate(samples):
+        where = f"{path}.{kind}[{i}]"
+        coerced = _coerce(field_type, value, where)
+        _check_range(coerced, found.metadata, where)
 
 
 def _check_domain(path: str, kind: str, args: Any) -> None:
@@ -265,6 +288,8 @@ def _check_domain(path: str, kind: str, args: Any) -> None:
     if not (isinstance(args, list) and len(args) == 2 and all(_is_number(a) for a in args)):
         raise SpecError(f"{path}.{kind}: expected [low, high]")
     low, high = args
+    if not all(math.isfinite(float(a)) for a in args):
+        raise SpecError(f"{path}.{kind}: expected finite bounds, got {args}")
     if not low < high:
         raise SpecError(f"{path}.{kind}: expected low < high, got {args}")
     if kind == "loguniform" and low <= 0:

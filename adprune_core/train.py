@@ -41,6 +41,10 @@ class TrainSpec:
     )
 
 
+class DeviceUnavailable(ValueError):
+    """The spec asks for a device this machine does not have."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -55,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise DeviceUnavailable("train.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
 
 

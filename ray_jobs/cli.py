@@ -13,7 +13,7 @@ import click
 from adprune_core.data import DATASETS, DatasetNotFoundError, DataSpec, dataset_shape
 from adprune_core.models import ARCHS, ArchError
 from adprune_core.spec import SpecError
-from adprune_core.train import TrainingDiverged
+from adprune_core.train import DeviceUnavailable, TrainingDiverged
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,6 +23,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ArchError,
     DatasetNotFoundError,
     TrainingDiverged,
+    DeviceUnavailable,
     FileNotFoundError,
     PermissionError,
 )
@@ -57,7 +58,9 @@ def parse_widths(text: str | None) -> list[int] | None:
     try:
         widths = [int(part) for part in text.replace(" ", "").strip("[]").split(",") if part]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint="'--widths'"
+        ) from None
     if not widths:
         raise click.BadParameter("expected at least one width")
     return widths

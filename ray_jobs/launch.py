@@ -160,8 +160,11 @@ def make_progress_callback() -> Any:
                 line += f"  -> {result['decision']} ({result['decision_reason']})"
             click.echo(line)
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             click.echo(f"[{trial.trial_id}] failed; Tune retries it from its last checkpoint")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            click.echo(f"[{trial.trial_id}] failed and is out of retries (--max-failures)")
 
     return ProgressPrinter()
 

@@ -28,9 +28,14 @@ WORKERS = max(2, os.cpu_count() or 2)
 Case = tuple[Sequence[str], Path | None]
 
 
+# Two CLI processes run at once on a 2-core machine; torch's default of one intra-op thread
+# per core would oversubscribe it (and spin), more than doubling the training runs' time.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def cli(args: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, check=False
     )
 
 
@@ -92,32 +97,18 @@ COST_CASES: dict[str, Case] = {
         None,
     ),
     "resnet18_sc": (["cost", "--arch", "resnet18", "--widths", RESNET18_C10_NET1, "--json"], None),
-    "resnet18_no_sc_text": (
-        ["cost", "--arch", "resnet18", "--widths", RESNET18_C10_NET1, "--no-shortcuts"],
-        None,
-    ),
 }
 
-# (arguments, strings of which the error must mention at least one)
+# (arguments, strings the error must mention: the offending option and/or value)
 BAD_COST: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "too_many_widths": (["--arch", "cnn2", "--widths", "1,2,3"], ("--widths",)),
-    "too_few_widths": (["--arch", "vgg19", "--widths", "64,64"], ("--widths",)),
     "zero_width": (["--arch", "cnn2", "--widths", "0,5"], ("--widths",)),
-    "negative_width": (["--arch", "cnn2", "--widths=4,-3"], ("--widths", "-3")),
-    "non_integer_widths": (["--arch", "cnn2", "--widths", "a,b"], ("--widths", "a,b")),
-    "float_widths": (["--arch", "cnn2", "--widths", "1.5,2"], ("--widths", "1.5,2")),
-    "empty_widths": (["--arch", "cnn2", "--widths", ","], ("--widths", "width")),
-    "unknown_arch": (["--arch", "nope"], ("--arch",)),
+    "non_integer_widths": (["--arch", "cnn2", "--widths", "a,b"], ("a,b",)),
+    "unknown_arch": (["--arch", "nope"], ("--arch", "nope")),
     "dataset_and_classes": (
         ["--arch", "cnn2", "--dataset", "cifar10", "--num-classes", "5"],
-        ("--dataset",),
+        ("--dataset", "--num-classes"),
     ),
-    "dataset_and_input_size": (
-        ["--arch", "cnn2", "--dataset", "digits", "--input-size", "8"],
-        ("--dataset",),
-    ),
-    "unknown_dataset": (["--arch", "cnn2", "--dataset", "mnist"], ("--dataset",)),
-    "zero_classes": (["--arch", "cnn2", "--num-classes", "0"], ("--num-classes",)),
 }
 
 HUGE = "1" + "0" * 200  # a width of 10**200: valid int, absurd network
@@ -199,9 +190,6 @@ def test_cost_resnet18_no_shortcuts_matches_paper(cost_results):
     no_sc = json.loads(proc.stdout)
     assert f"{no_sc['mac_reduction']:.1f}" == "6.0"
     assert no_sc["include_shortcuts"] is False
-    text = cost_results["resnet18_no_sc_text"]
-    assert text.returncode == 0, describe(text)
-    assert reductions(text.stdout)[1] == "6.0x"
 
 
 def test_cost_resnet18_shortcuts_lower_the_reduction(cost_results):
@@ -223,14 +211,10 @@ def test_cost_bad_input_is_a_usage_error(cost_results, case):
     assert proc.returncode == 2, describe(proc)
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
-    assert any(m in proc.stderr for m in mentions), describe(proc)
+    for text in mentions:
+        assert text in proc.stderr, describe(proc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `cost` with astronomically large widths (10**200) crashes with "
-    "OverflowError (int too large to convert to float) and exit status 1",
-)
 def test_cost_huge_widths_is_a_usage_error(cost_results):
     proc = cost_results["bug_huge_widths"]
     assert "Traceback" not in proc.stderr, describe(proc)
@@ -266,36 +250,26 @@ final:
   epochs: 0
 """
 
-HUGE_LR = "1" + "0" * 400  # an int too large for a float
 
-
-def run_error_cases(folder: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
-    """(run arguments, strings the one-line error must contain), run in ``folder``."""
-    return {
-        "missing_file": (["run", "missing.yaml"], ("missing.yaml",)),
-        "malformed_yaml": (["run", "bad.yaml"], ("bad.yaml:3:1",)),
-        "unknown_key": (["run", "unknown.yaml"], ("unknown.yaml", "model.foo")),
-        "top_level_list": (["run", "list.yaml"], ("list.yaml",)),
-        "negative_threshold": (
-            ["run", "small.yaml", "--set", "prune.rho.threshold=-1"],
-            ("small.yaml", "prune.rho.threshold"),
-        ),
-        "unknown_arch": (["run", "small.yaml", "--set", "model.arch=nope"], ("model.arch",)),
-        "unknown_set_key": (["run", "small.yaml", "--set", "prune.bogus=1"], ("prune.bogus",)),
-        "malformed_set": (["run", "small.yaml", "--set", "foo"], ("foo",)),
-        "bad_widths": (["run", "small.yaml", "--set", "model.widths=[0, 4]"], ("model.widths",)),
-        "output_folder_missing": (
-            ["run", "small.yaml", "-o", "nodir/out.json"],
-            ("nodir",),
-        ),
-        "bad_device": (["run", "small.yaml", "--device", "tpu"], ("train.device",)),
-    }
+# (run arguments, strings the one-line error must contain); run in the folder of small.yaml.
+RUN_ERRORS: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "missing_file": (["run", "missing.yaml"], ("missing.yaml",)),
+    "malformed_yaml": (["run", "bad.yaml"], ("bad.yaml:3:1",)),
+    "unknown_key": (["run", "unknown.yaml"], ("unknown.yaml", "model.foo")),
+    "negative_threshold": (
+        ["run", "small.yaml", "--set", "prune.rho.threshold=-1"],
+        ("small.yaml", "prune.rho.threshold"),
+    ),
+    "unknown_arch": (["run", "small.yaml", "--set", "model.arch=nope"], ("model.arch",)),
+    "output_folder_missing": (
+        ["run", "small.yaml", "-o", "nodir/out.json"],
+        ("nodir",),
+    ),
+}
 
 
 RUN_BUGS: dict[str, list[str]] = {
     "cuda_unavailable": ["run", "small.yaml", "-q", "--device", "cuda"],
-    "search_int_key": ["run", "search_int_key.yaml"],
-    "huge_int_lr": ["run", "small.yaml", "--set", f"train.lr={HUGE_LR}"],
 }
 
 
@@ -307,8 +281,6 @@ def run_folder(tmp_path_factory) -> Path:
     (folder / "unknown.yaml").write_text(
         SMALL_SPEC.replace("  arch: cnn2\n", "  arch: cnn2\n  foo: 1\n")
     )
-    (folder / "list.yaml").write_text("- 1\n- 2\n")
-    (folder / "search_int_key.yaml").write_text(SMALL_SPEC + "search:\n  1: {grid: [1, 2]}\n")
     return folder
 
 
@@ -321,7 +293,7 @@ def run_results(run_folder) -> dict[str, subprocess.CompletedProcess[str]]:
         "small": (["run", "small.yaml", "-o", "out.json"], run_folder),
         "debug": (["--debug", "run", "missing.yaml"], run_folder),
     }
-    for name, (args, _) in run_error_cases(run_folder).items():
+    for name, (args, _) in RUN_ERRORS.items():
         cases[f"error_{name}"] = (args, run_folder)
     for name, args in RUN_BUGS.items():
         cases[f"bug_{name}"] = (args, run_folder)
@@ -424,10 +396,10 @@ def test_run_summary_counts_search_rounds(small_run):
     assert summary["baseline_complexity"] == sum(r["epochs"] for r in records)
 
 
-@pytest.mark.parametrize("case", sorted(run_error_cases(Path("."))))
+@pytest.mark.parametrize("case", sorted(RUN_ERRORS))
 def test_run_bad_input_one_line_exit_2(run_results, case):
     proc = run_results[f"error_{case}"]
-    _, mentions = run_error_cases(Path("."))[case]
+    _, mentions = RUN_ERRORS[case]
     assert proc.returncode == 2, describe(proc)
     assert "Traceback" not in proc.stderr, describe(proc)
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -445,40 +417,15 @@ def test_run_debug_shows_traceback(run_results):
     assert "missing.yaml" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: --device cuda (or train.device: cuda) without CUDA raises RuntimeError from "
-    "resolve_device, which is not a USER_ERROR: traceback and exit status 1",
-)
 def test_run_cuda_without_cuda_is_a_one_line_error(run_results):
     proc = run_results["bug_cuda_unavailable"]
     if proc.returncode == 0 and " on cuda" in proc.stdout:
         pytest.skip("this machine has CUDA")
     assert "Traceback" not in proc.stderr, describe(proc)
     assert proc.returncode == 2, describe(proc)
-    assert "train.device" in proc.stderr
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-string key under `search:` crashes spec validation with "
-    "AttributeError: traceback and exit status 1",
-)
-def test_run_search_int_key_is_a_one_line_error(run_results):
-    proc = run_results["bug_search_int_key"]
-    assert "Traceback" not in proc.stderr, describe(proc)
-    assert proc.returncode == 2, describe(proc)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an int too large for a float in a float key (--set train.lr=10**400) crashes "
-    "with OverflowError: traceback and exit status 1",
-)
-def test_run_huge_int_for_float_is_a_one_line_error(run_results):
-    proc = run_results["bug_huge_int_lr"]
-    assert "Traceback" not in proc.stderr, describe(proc)
-    assert proc.returncode == 2, describe(proc)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, describe(proc)
+    assert "cuda" in lines[0]
 
 
 def test_quickstart_prunes(run_results, run_folder):
@@ -489,7 +436,6 @@ def test_quickstart_prunes(run_results, run_folder):
     records = payload["records"]
     assert len(records) >= 2
     net0, net1 = records[0]["widths"], records[1]["widths"]
-    assert net0 == [32, 32, 64, 64]  # the quickstart's arch, cnn
-    assert len(net1) == len(net0)
+    assert len(net1) == len(net0) > 0
     assert all(b <= a for a, b in zip(net0, net1))
     assert any(b < a for a, b in zip(net0, net1))

@@ -66,18 +66,14 @@ def test_quickstart_yaml_loads_with_its_values():
             assert got == pytest.approx(value), dotted
         else:
             assert got == value, dotted
-    # Spot-check against the literal text of the file as well.
-    assert spec.model.arch == "cnn"
-    assert spec.data.dataset == "digits"
-    assert spec.prune.rho.threshold == 0.002
-    assert spec.prune.rho.max_epochs == 15
 
 
 def flat_leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted paths of a spec dict's values; ``search`` is one value (its keys are dotted)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
+        if isinstance(value, dict) and dotted != "search":
             out.update(flat_leaves(value, dotted))
         else:
             out[dotted] = value
@@ -136,12 +132,6 @@ def test_int_accepted_for_float_field():
     assert isinstance(spec.train.lr, float)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: an integer too large for a float in a float field raises OverflowError "
-    "from math.isfinite instead of SpecError",
-)
 def test_huge_int_for_float_field_is_spec_error():
     message = spec_error({"train": {"lr": 10**400}})
     assert message.startswith("train.lr:")
@@ -343,23 +333,11 @@ def test_search_key_naming_no_field_rejected(key):
     assert "no such key" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (minor): a search key that names no field is reported as '<key>: no such "
-    "key' without the 'search.' prefix every other search error has",
-)
 def test_search_key_naming_no_field_starts_with_search_path():
     message = spec_error({"search": {"train.nope": {"grid": [1, 2]}}})
     assert message.startswith("search.train.nope"), message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: a non-string key under search (YAML `search: {1: {grid: [1]}}`) raises "
-    "AttributeError ('int' object has no attribute 'split') instead of SpecError",
-)
 def test_non_string_search_key_is_spec_error():
     message = spec_error({"search": {1: {"grid": [1, 2]}}})
     assert message.startswith("search"), message
@@ -529,7 +507,9 @@ def test_random_mutations_give_spec_or_spec_error(data):
         if kind == "add" or not keys:
             section = data.draw(st.sampled_from(sections), label="section")
             node = _node(spec, section)
-            key = data.draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in node))
+            key = data.draw(
+                st.text(min_size=1, max_size=8).filter(lambda k, node=node: k not in node)
+            )
             node[key] = data.draw(VALUES, label="value")
             continue
         path = data.draw(st.sampled_from(keys), label="path")

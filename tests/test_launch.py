@@ -1,0 +1,206 @@
+"""``adprune-sweep launch`` end to end on a real embedded Ray, through the real CLI."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+CLI = [sys.executable, "-m", "ray_jobs.cli"]
+
+SPEC = """
+name: tiny
+model: {arch: cnn2, widths: [12, 16]}
+data:
+  dataset: synthetic
+  batch_size: 32
+  synthetic: {num_train: 128, num_test: 64}
+prune:
+  rho: {threshold: 0.01, patience: 1, min_epochs: 2, max_epochs: 4}
+  delta: {flat_band: 0.002}
+  min_width: 2
+  max_rounds: 3
+search:
+  prune.rho.threshold: {grid: [0.005, 0.05]}
+"""
+
+
+def write_spec(tmp_path, text=SPEC):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def launch(tmp_path, *args, timeout=300):
+    return subprocess.run(
+        [*CLI, "launch", str(write_spec(tmp_path)), "--storage", str(tmp_path / "runs"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
+def trial_results(tmp_path, name="tiny"):
+    """Every report of every trial, read back from Tune's result.json files."""
+    by_trial = {}
+    for path in sorted((tmp_path / "runs" / name).glob("*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        by_trial[rows[0]["trial_id"]] = rows
+    return by_trial
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    proc = launch(tmp_path)
+    return tmp_path, proc
+
+
+def test_sweep_runs_every_trial_through_several_rounds(sweep):
+    tmp_path, proc = sweep
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = trial_results(tmp_path)
+    assert len(results) == 2
+    for rows in results.values():
+        assert rows[-1]["schedule_done"] is True
+        rounds = {r["round"] for r in rows}
+        assert len(rounds) >= 2  # rho ended net0 and the scheduler restarted the trial on net1
+        # Every round boundary the trainable reported was a scheduler decision.
+        assert any(r["decision"] == "next_round" for r in rows)
+        assert rows[-1]["decision"] == "stop"
+    assert "-> next_round (saturated)" in proc.stdout or "-> next_round (max_epochs)" in proc.stdout
+    assert "done" in proc.stdout.split("trial ")[-1]
+
+
+def test_launch_and_run_choose_the_same_widths(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    for rows in trial_results(sweep_dir).values():
+        threshold = rows[-1]["config"]["spec"]["prune"]["rho"]["threshold"]
+        out = tmp_path / f"run-{threshold}.json"
+        proc = subprocess.run(
+            [
+                *CLI,
+                "run",
+                str(write_spec(tmp_path)),
+                "-q",
+                "-o",
+                str(out),
+                "--set",
+                f"prune.rho.threshold={threshold}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        summary = json.loads(out.read_text())
+        run_widths = [r["widths"] for r in summary["records"]]
+        sweep_widths = []
+        for r in rows:
+            if not sweep_widths or sweep_widths[-1] != r["widths"]:
+                sweep_widths.append(r["widths"])
+        assert sweep_widths == run_widths
+        assert rows[-1]["final_widths"] == summary["summary"]["widths"]
+        assert rows[-1]["final_training_complexity"] == pytest.approx(
+            summary["summary"]["training_complexity"]
+        )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_cluster_fails_fast_with_one_line(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    proc = launch(tmp_path, "--cluster", address, timeout=60)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and address in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 30
+    assert not (tmp_path / "runs" / "tiny").exists()  # no local Ray sweep was started instead
+
+
+def test_cluster_auto_without_address_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [*CLI, "launch", str(write_spec(tmp_path)), "--cluster"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert "RAY_ADDRESS" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_existing_name_needs_resume(sweep):
+    tmp_path, _ = sweep
+    proc = launch(tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Rounds long enough (6 epochs, no early saturation) to kill a worker in the middle of one.
+SLOW_SPEC = (
+    SPEC.replace("num_train: 128", "num_train: 4096, input_size: 16")
+    .replace("max_epochs: 4", "max_epochs: 6")
+    .replace("[0.005, 0.05]", "[0.0000001]")
+    .replace("flat_band: 0.002", "flat_band: 1.0")
+)
+
+
+def worker_pid_in_round(tmp_path, round_index, timeout_s=30):
+    """The pid of the process that reported ``round_index``, once result.json shows it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for rows in trial_results(tmp_path).values():
+            if rows[-1]["round"] == round_index:
+                return rows[-1]["pid"]
+        time.sleep(0.2)
+    raise AssertionError(f"no report from round {round_index} within {timeout_s}s")
+
+
+def test_killed_worker_resumes_from_checkpoint(tmp_path):
+    spec = write_spec(tmp_path, SLOW_SPEC)
+    proc = subprocess.Popen(
+        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    killed = None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if killed is None and "net1" in line and "epoch   1" in line:
+            # The trial's worker process: a Ray worker this launch started, which every
+            # report names.
+            killed = worker_pid_in_round(tmp_path, 1)
+            assert killed not in (os.getpid(), proc.pid)
+            os.kill(killed, signal.SIGKILL)
+    proc.wait(timeout=300)
+    output = "".join(lines)
+    assert killed is not None, output[-3000:]
+    assert proc.returncode == 0, output[-3000:]
+    assert "failed; Tune retries it from its last checkpoint" in output
+    (rows,) = trial_results(tmp_path).values()
+    assert rows[-1]["schedule_done"] is True
+    # Resumed from the checkpoint: net0 was never trained again, and net1 went on from the
+    # epoch of its last checkpoint, not from epoch 1.
+    net0_epochs = [r["epoch"] for r in rows if r["round"] == 0 and r["phase"] == "search"]
+    assert net0_epochs == sorted(set(net0_epochs))
+    net1 = [(r["epoch"], r["pid"]) for r in rows if r["round"] == 1 and r["phase"] == "search"]
+    after_kill = [epoch for epoch, pid in net1 if pid != killed]
+    assert after_kill and after_kill[0] > 1
+    assert [epoch for epoch, _ in net1][-1] == 6
