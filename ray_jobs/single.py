@@ -29,6 +29,11 @@ def check_output_path(output: str | None) -> None:
 def run_single(spec_path: str, overrides: Sequence[str], output: str | None, quiet: bool) -> dict:
     spec = load_spec(spec_path, overrides)
     check_output_path(output)
+    if spec.search:
+        click.echo(
+            f"note: run trains the spec's base values; its search over "
+            f"{', '.join(spec.search)} is for `adprune-sweep launch`"
+        )
     start = time.perf_counter()
     schedule = PruneSchedule(spec)
     data = schedule.data
