@@ -204,3 +204,48 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
     after_kill = [epoch for epoch, pid in net1 if pid != killed]
     assert after_kill and after_kill[0] > 1
     assert [epoch for epoch, _ in net1][-1] == 6
+
+
+def kill_session(session_id):
+    """SIGKILL every process of the session we started the driver in (its embedded Ray)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        pid, sid = (int(x) for x in line.split())
+        if sid == session_id:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_killed_driver_resumes_without_redoing_finished_rounds(tmp_path):
+    spec = write_spec(tmp_path, SLOW_SPEC)
+    driver = subprocess.Popen(
+        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,  # its Ray processes share the session, so all can be ended
+    )
+    try:
+        for line in driver.stdout:
+            if "net1" in line and "epoch   2" in line:
+                break
+        worker_pid_in_round(tmp_path, 1)
+    finally:
+        kill_session(driver.pid)
+        driver.wait(timeout=60)
+    (before,) = trial_results(tmp_path).values()
+    finished_rounds = {r["round"] for r in before} - {before[-1]["round"]}
+    assert 0 in finished_rounds
+
+    proc = launch(tmp_path, "--resume")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (after,) = trial_results(tmp_path).values()
+    assert after[-1]["schedule_done"] is True
+    resumed = after[len(before) :]
+    assert resumed, "the resumed sweep reported nothing"
+    assert not [r for r in resumed if r["round"] in finished_rounds]
+    # The interrupted round went on from a checkpoint, not from its first epoch.
+    assert resumed[0]["round"] == before[-1]["round"] and resumed[0]["epoch"] > 1
