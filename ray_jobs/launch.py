@@ -123,7 +123,11 @@ def start_ray(cluster: str | None) -> str:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LaunchError(f"--cluster {address}: cannot connect ({first_line})") from None
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            # Ray >= 2.5x clusters use token auth by default; a client without it is refused.
+            hint = "; if the cluster uses token auth, set RAY_AUTH_MODE=token and its token"
+        raise LaunchError(f"--cluster {address}: cannot connect ({first_line}){hint}") from None
     return f"Ray cluster at {address}"
 
 

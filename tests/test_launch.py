@@ -1,12 +1,16 @@
 """``adprune-sweep launch`` end to end on a real embedded Ray, through the real CLI."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -212,10 +216,8 @@ def kill_session(session_id):
     for line in ps.splitlines():
         pid, sid = (int(x) for x in line.split())
         if sid == session_id:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_killed_driver_resumes_without_redoing_finished_rounds(tmp_path):
@@ -249,3 +251,67 @@ def test_killed_driver_resumes_without_redoing_finished_rounds(tmp_path):
     assert not [r for r in resumed if r["round"] in finished_rounds]
     # The interrupted round went on from a checkpoint, not from its first epoch.
     assert resumed[0]["round"] == before[-1]["round"] and resumed[0]["epoch"] > 1
+
+
+def wait_for_port(port, timeout_s=90):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"no Ray head listening on {port} after {timeout_s}s")
+
+
+def test_cluster_runs_on_a_separately_started_ray(tmp_path):
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # Ray's unix sockets live under --temp-dir, and socket paths are limited to ~107 bytes.
+    short_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={short_dir}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # the head and everything it starts can be ended together
+    )
+    try:
+        wait_for_port(port)
+        proc = subprocess.run(
+            [
+                *CLI,
+                "launch",
+                str(write_spec(tmp_path)),
+                "--storage",
+                str(tmp_path / "runs"),
+                "--cluster",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=env,
+            cwd=tmp_path,
+        )
+    finally:
+        kill_session(head.pid)
+        head.wait(timeout=60)
+        shutil.rmtree(short_dir, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"Ray cluster at 127.0.0.1:{port}" in proc.stdout
+    results = trial_results(tmp_path)
+    assert len(results) == 2
+    assert all(rows[-1]["schedule_done"] for rows in results.values())
