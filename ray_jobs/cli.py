@@ -185,6 +185,11 @@ def run(
     help="Retries per trial, each from its last checkpoint.",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+@click.option(
+    "--tracking-uri",
+    help="MLflow store: sqlite:///PATH or http://HOST:PORT "
+    "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
+)
 @user_errors
 def launch(
     spec_path: str,
@@ -196,8 +201,12 @@ def launch(
     max_concurrent: int | None,
     max_failures: int,
     overrides: tuple[str, ...],
+    tracking_uri: str | None,
 ) -> None:
-    """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule."""
+    """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
+
+    Every net[i] each trial trains is recorded in MLflow as sweep -> trial -> net[i] runs.
+    """
     from ray_jobs.launch import LaunchOptions
     from ray_jobs.launch import launch as run_launch
 
@@ -212,8 +221,118 @@ def launch(
             num_samples,
             max_concurrent,
             max_failures,
+            tracking_uri,
         )
     )
+
+
+# ---------------------------------------------------------------------------- MLflow
+
+EXPERIMENT_OPTION = click.option(
+    "--experiment", "experiments", multiple=True, help="Experiment (repeatable; default: all)."
+)
+SWEEP_OPTION = click.option(
+    "--sweep", "sweeps", multiple=True, help="Sweep name or id (repeatable; default: all)."
+)
+TRACKING_URI_OPTION = click.option(
+    "--tracking-uri",
+    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
+)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind; anything but loopback exposes the store to the network.",
+)
+@TRACKING_URI_OPTION
+@user_errors
+def ui(port: int, host: str, tracking_uri: str | None) -> None:
+    """Start the MLflow UI over the sweep store (Ctrl-C to stop)."""
+    from ray_jobs.mlflow_views import serve_ui
+
+    sys.exit(serve_ui(tracking_uri, host, port))
+
+
+@main.command()
+@click.option(
+    "--experiment", "experiments", multiple=True, help="Experiment (repeatable; default all)."
+)
+@click.option(
+    "--sweep", "sweeps", multiple=True, help="Sweep name or id (repeatable; default all)."
+)
+@click.option(
+    "--sort-by",
+    default="sweep",
+    show_default=True,
+    help="Column: sweep, trial, status, rounds, accuracy, mac_reduction, param_reduction, "
+    "training_complexity, or a swept key (full or last part, e.g. threshold).",
+)
+@click.option("--desc", is_flag=True, help="Sort descending.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@TRACKING_URI_OPTION
+@user_errors
+def compare(
+    experiments: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    sort_by: str,
+    desc: bool,
+    fmt: str,
+    tracking_uri: str | None,
+) -> None:
+    """One row per trial: swept thresholds, final widths, accuracy, MAC reduction, rounds."""
+    from ray_jobs.mlflow_views import compare_trials
+
+    click.echo(compare_trials(tracking_uri, experiments, sweeps, sort_by, desc, fmt))
+
+
+@main.command()
+@click.option(
+    "--experiment", "experiments", multiple=True, help="Experiment (repeatable; default all)."
+)
+@click.option(
+    "--sweep", "sweeps", multiple=True, help="Sweep name or id (repeatable; default all)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="pareto.parquet",
+    show_default=True,
+    help="Parquet file, one row per trained network.",
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write CSV here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also plot to PNG.")
+@click.option(
+    "--objectives",
+    default="accuracy:max,mac_reduction:max",
+    show_default=True,
+    help="COLUMN:max|min, comma-separated; the first is the plot's y axis, the second its x.",
+)
+@TRACKING_URI_OPTION
+@user_errors
+def pareto(
+    experiments: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    output: str,
+    csv_path: str | None,
+    plot_path: str | None,
+    objectives: str,
+    tracking_uri: str | None,
+) -> None:
+    """Export the accuracy vs OPS-reduction front of every trained network (parquet)."""
+    from ray_jobs.mlflow_views import export_pareto
+
+    export_pareto(tracking_uri, experiments, sweeps, output, csv_path, plot_path, objectives)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ class LaunchOptions:
     num_samples: int | None = None
     max_concurrent: int | None = None
     max_failures: int = 3
+    tracking_uri: str | None = None
 
 
 def tune_domain(kind: str, args: Any) -> Any:
@@ -232,7 +235,97 @@ def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
 # ---------------------------------------------------------------------------- launch
 
 
-def build_tuner(spec: SweepSpec, opts: LaunchOptions, storage: str, name: str) -> Any:
+# ---------------------------------------------------------------------------- MLflow
+
+SWEEP_FILE = "adprune-sweep.json"
+
+
+def sweep_home(storage: str, name: str) -> Path:
+    """A local folder for the sweep's own files (its MLflow identity and write queue)."""
+    if "://" in storage:
+        return Path.cwd() / ".adprune-sweep" / name
+    return Path(storage) / name
+
+
+def sweep_identity(home: Path, resume: bool, tracking_option: str | None) -> dict[str, Any]:
+    """The sweep id and store: new at launch, read back (and held to) at ``--resume``."""
+    from ray_jobs.tracking import resolve_tracking_uri
+
+    path = home / SWEEP_FILE
+    if resume and path.exists():
+        identity = json.loads(path.read_text())
+        if tracking_option and resolve_tracking_uri(tracking_option) != identity["tracking_uri"]:
+            raise LaunchError(
+                f"--tracking-uri {tracking_option}: this sweep records to "
+                f"{identity['tracking_uri']}; resume it with that store"
+            )
+        return identity
+    return {"sweep_id": uuid.uuid4().hex, "tracking_uri": resolve_tracking_uri(tracking_option)}
+
+
+def save_identity(home: Path, identity: dict[str, Any]) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / SWEEP_FILE).write_text(json.dumps(identity, indent=2) + "\n")
+
+
+def sweep_params(spec: SweepSpec) -> dict[str, Any]:
+    """The spec as flat MLflow params; each search domain as one JSON value."""
+    from adprune_core.spec import flatten
+
+    spec_dict = spec_to_dict(spec)
+    search = spec_dict.pop("search")
+    params = flatten(spec_dict)
+    params.update({f"search.{key}": json.dumps(domain) for key, domain in search.items()})
+    return params
+
+
+def make_mlflow_callback(
+    spec: SweepSpec, identity: dict[str, Any], name: str, storage: str, home: Path
+) -> Any:
+    from ray_jobs.mlflow_callback import MlflowCallback
+    from ray_jobs.mlflow_log import Recorder, SweepInfo
+
+    info = SweepInfo(
+        sweep_id=identity["sweep_id"],
+        name=name,
+        experiment=spec.experiment,
+        tracking_uri=identity["tracking_uri"],
+        params=sweep_params(spec),
+        search_keys=list(spec.search),
+        arch=spec.model.arch,
+        dataset=spec.data.dataset,
+        storage=f"{storage}/{name}",
+    )
+    return MlflowCallback(Recorder(info, home))
+
+
+def open_store(uri: str, experiment: str) -> str:
+    """Fail before any training if the store cannot be used; the experiment's id."""
+    from ray_jobs.tracking import check_store, ensure_experiment
+
+    client = check_store(uri)
+    return ensure_experiment(client, experiment, uri)
+
+
+def mlflow_summary(identity: dict[str, Any], experiment: str) -> str:
+    from ray_jobs.mlflow_log import KEY_TAG
+    from ray_jobs.tracking import make_client
+
+    client = make_client(identity["tracking_uri"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{identity['sweep_id']}'",
+    )
+    run = f"sweep run {runs[0].info.run_id}" if runs else "no sweep run yet"
+    return (
+        f"MLflow: experiment {experiment!r}, {run}, in {identity['tracking_uri']} "
+        "(browse: adprune-sweep ui; table: adprune-sweep compare)"
+    )
+
+
+def build_tuner(
+    spec: SweepSpec, opts: LaunchOptions, storage: str, name: str, callbacks: list[Any]
+) -> Any:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -262,7 +355,7 @@ def build_tuner(spec: SweepSpec, opts: LaunchOptions, storage: str, name: str) -
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[make_progress_callback(), JsonLoggerCallback()],
+            callbacks=[make_progress_callback(), JsonLoggerCallback(), *callbacks],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
@@ -290,13 +383,21 @@ def launch(opts: LaunchOptions) -> list[list[str]]:
     storage = storage_root(opts.storage)
     name = opts.name or spec.name
     check_name(storage, name, opts.resume)
+    home = sweep_home(storage, name)
+    identity = sweep_identity(home, opts.resume, opts.tracking_uri)
+    open_store(identity["tracking_uri"], spec.experiment)
     where = start_ray(opts.cluster)
     click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
+    click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
     start = time.perf_counter()
-    tuner = build_tuner(spec, opts, storage, name)
+    # A restored Tuner brings back the callbacks it was launched with (and their state).
+    callbacks = [] if opts.resume else [make_mlflow_callback(spec, identity, name, storage, home)]
+    tuner = build_tuner(spec, opts, storage, name, callbacks)
+    save_identity(home, identity)
     results = tuner.fit()
     rows = summary_rows(results, list(spec.search))
     click.echo("")
     click.echo(format_table(SUMMARY_HEADERS, rows))
     click.echo(f"{len(rows)} trials in {time.perf_counter() - start:.1f}s")
+    click.echo(mlflow_summary(identity, spec.experiment))
     return rows

@@ -21,7 +21,7 @@ import torch
 from ray import tune
 
 from adprune_core.cost import cost_report
-from adprune_core.criteria import Decision
+from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
 from adprune_core.schedule import EpochResult, PruneSchedule, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
@@ -118,9 +118,31 @@ def epoch_metrics(
         "pid": os.getpid(),
         "schedule_done": state.done,
     }
+    if decision.action != "continue":
+        metrics.update(closing_metrics(schedule, decision))
     if state.done:
         metrics.update({f"final_{k}": v for k, v in asdict(summarize(state)).items()})
     return metrics
+
+
+def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, Any]:
+    """What the report that ends a network adds for its MLflow record."""
+    state = schedule.state
+    if state.done:  # the trainable closed the record before this report
+        record = state.records[-1]
+        return {
+            "net_layer_ad_history": record.layer_ad_history,
+            "net_profile": record.profile,
+            "epochs_to_rho": record.epochs_to_rho,
+        }
+    profile = decision.profile or classify_profile(
+        state.ad_history, schedule.spec.prune.delta.flat_band
+    )
+    return {
+        "net_layer_ad_history": [list(x) for x in state.layer_ad_history],
+        "net_profile": profile,
+        "epochs_to_rho": state.epoch if decision.rho == "saturated" else None,
+    }
 
 
 def _node_ip() -> str:

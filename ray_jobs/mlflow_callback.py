@@ -1,0 +1,187 @@
+"""The Tune callback that turns trial results into MLflow operations, on the driver.
+
+Logging on the driver means workers on other nodes need no access to the store, and one
+process owns the run-id map that keeps every record exactly-once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ray.tune import Callback
+
+from ray_jobs.mlflow_log import Recorder, RecorderState, layer_metric, net_name
+
+EPOCH_METRICS = ("ad_total", "loss", "accuracy", "train_accuracy")
+NET_SUMMARY_METRICS = (
+    "params",
+    "macs",
+    "energy_j",
+    "param_reduction",
+    "mac_reduction",
+    "training_complexity",
+)
+TRIAL_METRICS = {
+    "final_accuracy": "accuracy",
+    "final_param_reduction": "param_reduction",
+    "final_mac_reduction": "mac_reduction",
+    "final_training_complexity": "training_complexity",
+    "final_baseline_complexity": "baseline_complexity",
+    "final_rounds": "rounds",
+    "final_chosen_round": "chosen_round",
+}
+
+
+def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    metrics = {key: result[key] for key in EPOCH_METRICS}
+    metrics.update({layer_metric(i): ad for i, ad in enumerate(result["layer_ad"])})
+    return {
+        "op": "epoch",
+        "trial": trial_id,
+        "net": net_name(result["phase"], result["round"]),
+        "phase": result["phase"],
+        "round": result["round"],
+        "widths": result["widths"],
+        "epoch": result["epoch"],
+        "metrics": metrics,
+        "node_ip": result.get("node_ip", ""),
+        "time_ms": int(1000 * result.get("timestamp", 0)) or None,
+    }
+
+
+def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {key: result[key] for key in NET_SUMMARY_METRICS}
+    metrics["epochs"] = result["epoch"]
+    if result.get("epochs_to_rho") is not None:
+        metrics["epochs_to_rho"] = result["epochs_to_rho"]
+    return {
+        "op": "net_end",
+        "trial": trial_id,
+        "net": net_name(result["phase"], result["round"]),
+        "phase": result["phase"],
+        "round": result["round"],
+        "widths": result["widths"],
+        "net0_widths": result["net0_widths"],
+        "epoch": result["epoch"],
+        "metrics": metrics,
+        "profile": result.get("net_profile", result.get("profile", "")),
+        "end_reason": result["decision_reason"],
+        "ad_history": result["ad_history"],
+        "layer_ad_history": result.get("net_layer_ad_history", []),
+    }
+
+
+def searched_values(config: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    values = {}
+    for key in keys:
+        node: Any = config["spec"]
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def last_error_line(trial: Any) -> str:
+    """The exception line of the trial's traceback (e.g. ``TrainingDiverged: ...``)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # the error file may be on storage that is gone
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial failed"
+
+
+class MlflowCallback(Callback):
+    """Sweep, trial and net[i] runs from Tune's driver-side events."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self._started: set[str] = set()
+
+    # ------------------------------------------------------------------ state for --resume
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"recorder": dataclasses.asdict(self.recorder.state)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        saved = dict(state["recorder"])
+        saved["closed"] = set(saved["closed"])
+        self.recorder.state = RecorderState(**saved)
+
+    # ------------------------------------------------------------------ events
+
+    def setup(self, **info: Any) -> None:
+        queued = self.recorder.load_queue()
+        if queued:
+            self.recorder.echo(f"mlflow: writing {queued} records queued by an earlier run")
+        self._started = set()
+        self.recorder.submit({"op": "sweep_start"})
+
+    def _ensure_trial(self, trial: Any) -> None:
+        if trial.trial_id in self._started:
+            return
+        from adprune_core.spec import flatten
+
+        config = trial.config
+        keys = self.recorder.sweep.search_keys
+        params = flatten({"spec": config["spec"]})
+        self.recorder.submit(
+            {
+                "op": "trial_start",
+                "trial": trial.trial_id,
+                "params": {k.removeprefix("spec."): v for k, v in params.items()},
+                "searched": searched_values(config, keys),
+            }
+        )
+        self._started.add(trial.trial_id)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
+        self._ensure_trial(trial)
+        self.recorder.submit(epoch_op(trial.trial_id, result))
+        if result["decision"] != "continue":
+            self.recorder.submit(net_end_op(trial.trial_id, result))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+        self.recorder.submit({"op": "trial_status", "trial": trial.trial_id, "status": "retrying"})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+        result = trial.last_result or {}
+        done = bool(result.get("schedule_done"))
+        self.recorder.submit(
+            {
+                "op": "trial_end",
+                "trial": trial.trial_id,
+                "status": "done" if done else "stopped",
+                "reason": result.get("final_stop_reason", ""),
+                "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if k in result},
+                "final_widths": result.get("final_widths"),
+            }
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+        self.recorder.submit(
+            {
+                "op": "trial_end",
+                "trial": trial.trial_id,
+                "status": "error",
+                "reason": last_error_line(trial),
+                "metrics": {},
+            }
+        )
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        finished = all(t.status == "TERMINATED" for t in trials)
+        self.recorder.submit(
+            {
+                "op": "sweep_end",
+                "status": "done" if finished else "incomplete",
+                "trials": len(trials),
+            }
+        )
