@@ -1,0 +1,148 @@
+"""Shared fixtures: sweeps recorded in a real sqlite MLflow store, and a real `mlflow server`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "ray_jobs.cli"]
+
+TINY_SPEC = """
+name: {name}
+experiment: {experiment}
+model: {{arch: cnn2, widths: [12, 16]}}
+data:
+  dataset: synthetic
+  batch_size: 32
+  synthetic: {{num_train: 128, num_test: 64}}
+prune:
+  rho: {{threshold: 0.01, patience: 1, min_epochs: 2, max_epochs: 4}}
+  delta: {{flat_band: 0.002}}
+  min_width: 2
+  max_rounds: 3
+final: {{epochs: {final_epochs}}}
+search:
+  prune.rho.threshold: {{grid: {grid}}}
+"""
+
+
+def tiny_spec(name, experiment="adprune-sweep", grid="[0.005, 0.05]", final_epochs=0):
+    return TINY_SPEC.format(name=name, experiment=experiment, grid=grid, final_epochs=final_epochs)
+
+
+def launch_cli(folder, spec_text, *args, timeout=300, env=None):
+    spec = folder / f"spec-{abs(hash(spec_text))}.yaml"
+    spec.write_text(spec_text)
+    return subprocess.run(
+        [*CLI, "launch", str(spec), "--storage", str(folder / "runs"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=folder,
+        env=env,
+    )
+
+
+def trial_results(folder, name):
+    """Every report of every trial, read back from Tune's result.json files."""
+    by_trial = {}
+    for path in sorted((folder / "runs" / name).glob("*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        by_trial[rows[0]["trial_id"]] = rows
+    return by_trial
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"nothing answering at {url} after {timeout_s}s")
+
+
+def stop_session(proc):
+    """End a process we started with start_new_session=True, and its children, by its id."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with an sqlite backend and artifact serving."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder = folder
+        self.port = port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.folder / 'server.db'}",
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.folder / "server.log").open("a"),
+            start_new_session=True,
+        )
+        wait_for_http(f"{self.uri}/health")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_session(self.proc)
+            self.proc = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-server").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def two_sweeps(tmp_path_factory):
+    """Two sweeps recorded in one default (sqlite) store: alpha searches the rho threshold;
+    beta lives in another experiment and has a final phase."""
+    folder = tmp_path_factory.mktemp("store")
+    alpha = launch_cli(folder, tiny_spec("alpha"))
+    beta = launch_cli(
+        folder, tiny_spec("beta", "adprune-beta", grid="[0.02]", final_epochs=2)
+    )
+    return folder, alpha, beta

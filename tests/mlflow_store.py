@@ -1,0 +1,75 @@
+"""Reading a sweep's MLflow store with the plain MLflow client, as a user would, and checking
+it against the trials' own results (Tune's result.json files)."""
+
+import json
+from collections import Counter, defaultdict
+
+from mlflow import MlflowClient
+
+PARENT = "mlflow.parentRunId"
+
+
+def client_for(tmp_path):
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+def all_runs(client):
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, max_results=5000)
+
+
+def hierarchy(client):
+    """sweep runs (no parent) -> their trial runs -> their net runs, by parent tags only."""
+    runs = all_runs(client)
+    children = defaultdict(list)
+    roots = []
+    for run in runs:
+        parent = run.data.tags.get(PARENT)
+        if parent:
+            children[parent].append(run)
+        else:
+            roots.append(run)
+    return roots, children
+
+
+def reported_networks(rows):
+    """(phase, round) -> the epochs a trial reported for that network, in report order."""
+    networks = defaultdict(list)
+    for row in rows:
+        networks[(row["phase"], row["round"])].append(row)
+    return networks
+
+
+def check_store_matches(client, results_by_trial, sweep_name):
+    """One sweep run; one trial run per trial; exactly one net run per trained network, with
+    its widths, accuracy, MACs, training complexity and one AD point per epoch."""
+    roots, children = hierarchy(client)
+    (sweep,) = [r for r in roots if r.data.tags.get("sweep") == sweep_name]
+    trials = {t.data.tags["trial_id"]: t for t in children[sweep.info.run_id]}
+    assert set(trials) == set(results_by_trial)
+    for trial_id, rows in results_by_trial.items():
+        nets = children[trials[trial_id].info.run_id]
+        keys = Counter((n.data.params["phase"], int(n.data.params["round"])) for n in nets)
+        assert all(count == 1 for count in keys.values()), f"duplicated net runs: {keys}"
+        networks = reported_networks(rows)
+        assert set(keys) == set(networks)
+        for net in nets:
+            key = (net.data.params["phase"], int(net.data.params["round"]))
+            reports = networks[key]
+            last = reports[-1]
+            assert json.loads(net.data.params["widths"]) == last["widths"]
+            history = client.get_metric_history(net.info.run_id, "ad_total")
+            steps = [m.step for m in history]
+            assert len(steps) == len(set(steps)), f"duplicated epochs in {key}: {steps}"
+            assert sorted(steps) == sorted({r["epoch"] for r in reports})
+            by_step = {m.step: m.value for m in history}
+            for report in reports:
+                assert by_step[report["epoch"]] == report["ad_total"]
+            if last["decision"] != "continue":  # the network finished
+                assert net.info.status == "FINISHED"
+                assert net.data.metrics["accuracy"] == last["accuracy"]
+                assert net.data.metrics["macs"] == last["macs"]
+                assert net.data.metrics["training_complexity"] == last["training_complexity"]
+                layers = [k for k in net.data.metrics if k.startswith("ad/layer_")]
+                assert len(layers) == len(last["widths"])
+    return sweep, trials
