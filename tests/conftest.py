@@ -142,7 +142,5 @@ def two_sweeps(tmp_path_factory):
     beta lives in another experiment and has a final phase."""
     folder = tmp_path_factory.mktemp("store")
     alpha = launch_cli(folder, tiny_spec("alpha"))
-    beta = launch_cli(
-        folder, tiny_spec("beta", "adprune-beta", grid="[0.02]", final_epochs=2)
-    )
+    beta = launch_cli(folder, tiny_spec("beta", "adprune-beta", grid="[0.02]", final_epochs=2))
     return folder, alpha, beta

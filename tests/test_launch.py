@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow_store import check_store_matches, client_for
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
 
@@ -208,6 +209,8 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
     after_kill = [epoch for epoch, pid in net1 if pid != killed]
     assert after_kill and after_kill[0] > 1
     assert [epoch for epoch, _ in net1][-1] == 6
+    # MLflow: every network once, every epoch once, despite the retry.
+    check_store_matches(client_for(tmp_path), trial_results(tmp_path), "tiny")
 
 
 def kill_session(session_id):
@@ -251,6 +254,8 @@ def test_killed_driver_resumes_without_redoing_finished_rounds(tmp_path):
     assert not [r for r in resumed if r["round"] in finished_rounds]
     # The interrupted round went on from a checkpoint, not from its first epoch.
     assert resumed[0]["round"] == before[-1]["round"] and resumed[0]["epoch"] > 1
+    # MLflow: the resumed driver wrote into the runs the killed one made; none duplicated.
+    check_store_matches(client_for(tmp_path), trial_results(tmp_path), "tiny")
 
 
 def wait_for_port(port, timeout_s=90):

@@ -1,9 +1,11 @@
 """MLflow records of real sweeps, read back with the plain MLflow client."""
 
 import json
+import os
 import socket
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -112,7 +114,7 @@ def test_net_runs_hold_profile_summary_and_artifacts(two_sweeps, tmp_path):
             "widths.json",
         }
         local = client.download_artifacts(net.info.run_id, "widths.json", str(tmp_path))
-        saved = json.loads(open(local).read())
+        saved = json.loads(Path(local).read_text())
         assert saved["widths"] == json.loads(net.data.params["widths"])
         assert saved["round"] == int(net.data.params["round"])
         layers = sorted(k for k in net.data.metrics if k.startswith("ad/layer_"))
@@ -181,7 +183,7 @@ def listening_addresses(port):
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table).read().splitlines()[1:]
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -228,13 +230,13 @@ def test_ui_port_in_use_is_one_line(two_sweeps):
 
 
 def test_sweep_records_to_a_real_mlflow_server(tmp_path, mlflow_server):
-    proc = launch_cli(
-        tmp_path, tiny_spec("served", grid="[0.05]"), "--tracking-uri", mlflow_server.uri
-    )
+    # The store comes from MLFLOW_TRACKING_URI here, and from --tracking-uri when read back.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    proc = launch_cli(tmp_path, tiny_spec("served", grid="[0.05]"), env=env)
     ok(proc)
     assert not (tmp_path / "mlruns").exists()  # nothing went to the default local store
     client = MlflowClient(mlflow_server.uri)
-    sweep, trials = check_store_matches(client, trial_results(tmp_path, "served"), "served")
+    _, trials = check_store_matches(client, trial_results(tmp_path, "served"), "served")
     (trial,) = trials.values()
     _, children = hierarchy(client)
     net = children[trial.info.run_id][0]
@@ -243,16 +245,10 @@ def test_sweep_records_to_a_real_mlflow_server(tmp_path, mlflow_server):
         "widths.json",
     }
     assert any((mlflow_server.folder / "artifacts").rglob("ad_vs_epoch.png"))
-
-
-def test_tracking_uri_from_the_environment(tmp_path, mlflow_server):
-    import os
-
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri}
-    proc = launch_cli(tmp_path, tiny_spec("from-env", grid="[0.05]"), env=env)
+    proc = cli(tmp_path, "compare", "--tracking-uri", mlflow_server.uri, "--format", "json")
     ok(proc)
-    roots, _ = hierarchy(MlflowClient(mlflow_server.uri))
-    assert [r.data.tags["sweep"] for r in roots] == ["from-env"]
+    (row,) = json.loads(proc.stdout)
+    assert row["sweep"] == "served" and row["run_id"] == trial.info.run_id
 
 
 def test_unreachable_tracking_server_fails_before_training(tmp_path):
