@@ -134,6 +134,25 @@ def start_ray(cluster: str | None) -> str:
     return f"Ray cluster at {address}"
 
 
+def local_resources() -> dict[str, float]:
+    """What the embedded Ray will have: every core, every visible CUDA device."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def check_resources(spec: SweepSpec, total: dict[str, float], where: str) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever in PENDING."""
+    for key, wanted in (("cpu", spec.resources.cpu), ("gpu", spec.resources.gpu)):
+        available = float(total.get(key.upper(), 0.0))
+        if wanted > available:
+            have = f"has {available:g}" if available else f"has no {key.upper()}"
+            raise LaunchError(
+                f"resources.{key}: each trial asks for {wanted:g} {key.upper()}, "
+                f"but the {where} {have}"
+            )
+
+
 def storage_root(storage: str | None) -> str:
     if storage is not None and "://" in storage:
         return storage
@@ -158,6 +177,11 @@ def make_progress_callback() -> Any:
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
             name = "final" if result["phase"] == "final" else f"net{result['round']}"
+            if result.get("diverged"):
+                click.echo(f"[{trial.trial_id}] {name:<6} diverged: {result['diverged']}")
+                return
+            if result.get("checkpoint_fallback"):
+                click.echo(f"[{trial.trial_id}] checkpoint {result['checkpoint_fallback']}")
             line = (
                 f"[{trial.trial_id}] {name:<6} epoch {result['epoch']:>3}  "
                 f"AD {result['ad_total']:.4f}  acc {100 * result['accuracy']:5.1f}%  "
@@ -215,18 +239,21 @@ def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
         metrics = result.metrics or {}
         done = bool(metrics.get("schedule_done"))
         trial_id = metrics.get("trial_id", "?")
+        status = "done" if done else ("error" if result.error else "unfinished")
+        if metrics.get("diverged"):
+            status = "diverged"
         rows.append(
             [
                 str(trial_id),
                 searched_values(result.config, search_keys),
-                "done" if done else ("error" if result.error else "unfinished"),
+                status,
                 str(metrics.get("final_rounds", metrics.get("round", 0) + 1)),
                 f"net{metrics['final_chosen_round']}" if done else "-",
                 short_widths(metrics.get("final_widths", metrics.get("widths", [])), 12),
                 f"{100 * metrics.get('final_accuracy', metrics.get('accuracy', 0.0)):.1f}%",
                 f"{metrics.get('final_mac_reduction', metrics.get('mac_reduction', 1.0)):.1f}x",
                 f"{final_or_current(metrics, 'training_complexity', 0.0):.1f}",
-                metrics.get("final_stop_reason", "-"),
+                metrics.get("final_stop_reason", metrics.get("diverged", "-")),
             ]
         )
     return rows
@@ -296,7 +323,8 @@ def make_mlflow_callback(
         dataset=spec.data.dataset,
         storage=f"{storage}/{name}",
     )
-    return MlflowCallback(Recorder(info, home))
+    retry_s = float(os.environ.get("ADPRUNE_MLFLOW_RETRY_S", "15"))
+    return MlflowCallback(Recorder(info, home, retry_interval_s=retry_s))
 
 
 def open_store(uri: str, experiment: str) -> str:
@@ -378,8 +406,14 @@ def check_name(storage: str, name: str, resume: bool) -> None:
 
 def launch(opts: LaunchOptions) -> list[list[str]]:
     spec = load_spec(opts.spec_path, opts.overrides)
-    if not opts.resume and not spec.search and (opts.num_samples or spec.num_samples) == 1:
-        click.echo("note: the spec has no search space; this sweep runs a single trial")
+    if not opts.resume and not spec.search:
+        raise LaunchError(
+            f"{opts.spec_path}: search: the search space is empty; add e.g. "
+            "`search: {prune.rho.threshold: {grid: [0.001, 0.002]}}`, "
+            "or run one schedule with `adprune-sweep run`"
+        )
+    if opts.cluster is None:
+        check_resources(spec, local_resources(), "local machine")
     storage = storage_root(opts.storage)
     name = opts.name or spec.name
     check_name(storage, name, opts.resume)
@@ -387,6 +421,10 @@ def launch(opts: LaunchOptions) -> list[list[str]]:
     identity = sweep_identity(home, opts.resume, opts.tracking_uri)
     open_store(identity["tracking_uri"], spec.experiment)
     where = start_ray(opts.cluster)
+    if opts.cluster is not None:
+        import ray
+
+        check_resources(spec, ray.cluster_resources(), where)
     click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
     click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
     start = time.perf_counter()

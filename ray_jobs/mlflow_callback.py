@@ -141,6 +141,8 @@ class MlflowCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
         self._ensure_trial(trial)
+        if result.get("diverged"):
+            return  # no epoch to record; on_trial_complete records the failure
         self.recorder.submit(epoch_op(trial.trial_id, result))
         if result["decision"] != "continue":
             self.recorder.submit(net_end_op(trial.trial_id, result))
@@ -153,12 +155,13 @@ class MlflowCallback(Callback):
         self._ensure_trial(trial)
         result = trial.last_result or {}
         done = bool(result.get("schedule_done"))
+        status = "done" if done else ("diverged" if result.get("diverged") else "stopped")
         self.recorder.submit(
             {
                 "op": "trial_end",
                 "trial": trial.trial_id,
-                "status": "done" if done else "stopped",
-                "reason": result.get("final_stop_reason", ""),
+                "status": status,
+                "reason": result.get("final_stop_reason") or result.get("diverged", ""),
                 "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if k in result},
                 "final_widths": result.get("final_widths"),
             }
@@ -185,3 +188,11 @@ class MlflowCallback(Callback):
                 "trials": len(trials),
             }
         )
+        if self.recorder.pending:
+            self.recorder.flush()  # one last try before the driver exits
+        if self.recorder.pending:
+            self.recorder.echo(
+                f"mlflow: {len(self.recorder.pending)} records are still queued in "
+                f"{self.recorder.queue_path}; `adprune-sweep launch SPEC.yaml --name "
+                f"{self.recorder.sweep.name} --resume` writes them once the store answers"
+            )

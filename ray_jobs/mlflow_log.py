@@ -30,7 +30,6 @@ KEY_TAG = "adprune.key"
 CLOSED_TAG = "adprune.closed"
 PARENT_TAG = "mlflow.parentRunId"
 QUEUE_FILE = "mlflow-queue.jsonl"
-TERMINAL_TRIAL_STATUSES = ("done", "error", "stopped")
 
 # MLflow refuses batches above these sizes (REST API limits).
 MAX_PARAMS_PER_BATCH = 100
@@ -495,6 +494,9 @@ class Recorder:
         from ray_jobs.records import load_networks
 
         run_id = self.sweep_run()
+        key = sweep_key(self.sweep.sweep_id)
+        if key in self.state.closed:
+            return  # a finished sweep resumed again: its summary is already there
         networks = load_networks(self.client, [self.sweep.experiment], sweep_id=self.sweep.sweep_id)
         objectives = parse_objectives(DEFAULT_OBJECTIVES)
         mask = front_mask(networks, objectives)
@@ -505,9 +507,13 @@ class Recorder:
             metrics["best_mac_reduction"] = max(n.mac_reduction for n in front)
         if networks:
             self._log_front(run_id, networks, objectives)
+        done = op["status"] == "done"
+        tags = {"status": op["status"], **({CLOSED_TAG: "true"} if done else {})}
         self.log_metrics(run_id, metrics, 0)
-        self.set_tags(run_id, {"status": op["status"]})
-        self.client.set_terminated(run_id, "FINISHED" if op["status"] == "done" else "FAILED")
+        self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, "FINISHED" if done else "FAILED")
+        if done:
+            self.state.closed.add(key)
 
     def _log_front(self, run_id: str, networks: list[Any], objectives: list[Any]) -> None:
         from ray_jobs.pareto import front_mask, front_table, plot_front, write_parquet

@@ -27,6 +27,8 @@ class ActivationDensityScheduler(FIFOScheduler):
     """Runs trials first-in first-out and acts on the method's rho and delta criteria."""
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if result.get("diverged"):
+            return TrialScheduler.STOP
         missing = [k for k in REQUIRED_FIELDS if k not in result]
         if missing:
             raise ValueError(f"trial {trial} reported no {', '.join(missing)}")

@@ -25,6 +25,7 @@ from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
 from adprune_core.schedule import EpochResult, PruneSchedule, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
+from adprune_core.train import TrainingDiverged
 
 CHECKPOINT_FILE = "schedule.pt"
 
@@ -47,14 +48,56 @@ def trial_device(spec: SweepSpec) -> str:
     return "cpu" if spec.train.device == "auto" else spec.train.device
 
 
-def load_schedule(spec: SweepSpec, data: ArrayDataset) -> PruneSchedule:
+def checkpoint_candidates(latest: Path) -> list[Path]:
+    """The checkpoint Tune hands back, then its older siblings kept by ``num_to_keep``."""
+    siblings = sorted(latest.parent.glob("checkpoint_*"), reverse=True)
+    return [latest, *[p for p in siblings if p.name < latest.name]]
+
+
+def read_checkpoint(folder: Path, device: str) -> dict[str, Any]:
+    saved = torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=False)
+    if not isinstance(saved, dict) or "state" not in saved:
+        raise ValueError("not a schedule checkpoint")
+    return saved
+
+
+def load_saved_state(latest: Path, device: str) -> tuple[dict[str, Any], str]:
+    """The newest readable checkpoint, and a note when a damaged one was skipped for it."""
+    errors = []
+    for folder in checkpoint_candidates(latest):
+        try:
+            saved = read_checkpoint(folder, device)
+        except Exception as err:  # torch.load raises many types on a damaged file
+            errors.append(f"{folder.name} unreadable ({type(err).__name__})")
+            continue
+        note = f"{'; '.join(errors)}: resumed from {folder.name}" if errors else ""
+        return saved, note
+    raise RuntimeError("no readable checkpoint: " + "; ".join(errors))
+
+
+def load_schedule(spec: SweepSpec, data: ArrayDataset) -> tuple[PruneSchedule, str]:
+    """The trial's schedule from its checkpoint (or new), and any checkpoint-fallback note."""
     device = trial_device(spec)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return PruneSchedule(spec, data, device)
-    with checkpoint.as_directory() as folder:
-        saved = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
-    return PruneSchedule.from_checkpoint(spec, saved, data, device)
+        return PruneSchedule(spec, data, device), ""
+    note = ""
+    local = checkpoint_folder(checkpoint)
+    if local is not None:
+        saved, note = load_saved_state(local, device)
+    else:
+        with checkpoint.as_directory() as folder:
+            saved = read_checkpoint(Path(folder), device)
+    return PruneSchedule.from_checkpoint(spec, saved, data, device), note
+
+
+def checkpoint_folder(checkpoint: tune.Checkpoint) -> Path | None:
+    """The checkpoint's folder when storage is a local (or shared) file system, else None."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(checkpoint.path)
+    return None
 
 
 def apply_transition(schedule: PruneSchedule, transition: dict[str, Any] | None) -> None:
@@ -145,6 +188,26 @@ def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, An
     }
 
 
+def diverged_metrics(schedule: PruneSchedule, reason: str) -> dict[str, Any]:
+    """The last report of a trial whose loss became NaN or inf; the scheduler STOPs it."""
+    state = schedule.state
+    phase = "final" if state.phase == "final" else "search"
+    epoch = state.epoch + 1
+    return {
+        "phase": phase,
+        "round": state.round if phase == "search" else int(state.chosen_round or 0),
+        "epoch": epoch,
+        "widths": list(state.widths),
+        "diverged": f"{reason} in {'final' if phase == 'final' else f'net{state.round}'} "
+        f"epoch {epoch}",
+        "decision": "diverged",
+        "decision_reason": reason,
+        "node_ip": _node_ip(),
+        "pid": os.getpid(),
+        "schedule_done": False,
+    }
+
+
 def _node_ip() -> str:
     try:
         import ray
@@ -156,16 +219,25 @@ def _node_ip() -> str:
 
 def adprune_trainable(config: dict[str, Any]) -> None:
     spec = spec_from_dict(copy.deepcopy(config["spec"]))
-    schedule = load_schedule(spec, cached_dataset(spec))
+    schedule, note = load_schedule(spec, cached_dataset(spec))
     apply_transition(schedule, config.get("transition"))
     while not schedule.state.done:
-        result = schedule.train_one_epoch()
+        try:
+            result = schedule.train_one_epoch()
+        except TrainingDiverged as err:
+            # Deterministic: a retry from the checkpoint would diverge again. End the trial
+            # with the reason instead of failing it into Tune's retries.
+            tune.report(diverged_metrics(schedule, str(err)))
+            return
         decision = schedule.decide()
         if decision.action == "stop":
             # Close the last record inside this report's checkpoint: the STOP that follows
             # ends the trial before it could run any more code.
             schedule.advance(decision)
-        tune.report(epoch_metrics(schedule, result, decision), checkpoint=save_checkpoint(schedule))
+        metrics = epoch_metrics(schedule, result, decision)
+        if note:
+            metrics["checkpoint_fallback"], note = note, ""
+        tune.report(metrics, checkpoint=save_checkpoint(schedule))
         if decision.action in ("next_round", "final"):
             # Reached only when no ActivationDensityScheduler paused us: go on in-process.
             schedule.advance(decision)

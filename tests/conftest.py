@@ -118,6 +118,7 @@ class MlflowServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=(self.folder / "server.log").open("a"),
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             start_new_session=True,
         )
         wait_for_http(f"{self.uri}/health")
