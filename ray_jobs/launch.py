@@ -337,16 +337,20 @@ def open_store(uri: str, experiment: str) -> str:
 
 def mlflow_summary(identity: dict[str, Any], experiment: str) -> str:
     from ray_jobs.mlflow_log import KEY_TAG
-    from ray_jobs.tracking import make_client
+    from ray_jobs.tracking import first_line, make_client
 
-    client = make_client(identity["tracking_uri"])
-    runs = client.search_runs(
-        [client.get_experiment_by_name(experiment).experiment_id],
-        filter_string=f"tags.`{KEY_TAG}` = '{identity['sweep_id']}'",
-    )
+    uri = identity["tracking_uri"]
+    try:
+        client = make_client(uri)
+        runs = client.search_runs(
+            [client.get_experiment_by_name(experiment).experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{identity['sweep_id']}'",
+        )
+    except Exception as err:  # the store went away during the sweep; the queue says the rest
+        return f"MLflow: {uri} not answering at the end ({first_line(err)})"
     run = f"sweep run {runs[0].info.run_id}" if runs else "no sweep run yet"
     return (
-        f"MLflow: experiment {experiment!r}, {run}, in {identity['tracking_uri']} "
+        f"MLflow: experiment {experiment!r}, {run}, in {uri} "
         "(browse: adprune-sweep ui; table: adprune-sweep compare)"
     )
 

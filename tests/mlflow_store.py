@@ -61,7 +61,13 @@ def check_store_matches(client, results_by_trial, sweep_name):
             history = client.get_metric_history(net.info.run_id, "ad_total")
             steps = [m.step for m in history]
             assert len(steps) == len(set(steps)), f"duplicated epochs in {key}: {steps}"
-            assert sorted(steps) == sorted({r["epoch"] for r in reports})
+            epochs = sorted({r["epoch"] for r in reports})
+            # Every reported epoch, once, and no gaps. (Tune's result.json can miss a row
+            # after a trial restore, so MLflow may hold one more epoch than it does.)
+            assert set(epochs) <= set(steps), f"{key}: MLflow steps {steps}, reported {epochs}"
+            assert sorted(steps) == list(range(1, max(steps) + 1)), f"{key}: gaps in {steps}"
+            if net.info.status == "FINISHED":
+                assert net.data.metrics["epochs"] == max(steps)
             by_step = {m.step: m.value for m in history}
             for report in reports:
                 assert by_step[report["epoch"]] == report["ad_total"]

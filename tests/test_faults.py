@@ -120,7 +120,7 @@ def test_truncated_checkpoint_falls_back_to_the_one_before(tmp_path):
         trial_dir = next((tmp_path / "runs" / "corrupt").glob("adprune_trainable_*"))
         damaged = trial_dir / rows[-1]["checkpoint_dir_name"] / "schedule.pt"
         damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-        damaged_epoch = rows[-1]["epoch"]
+        damaged_epoch, reported_before = rows[-1]["epoch"], len(rows)
         os.kill(worker, signal.SIGKILL)
         output, _ = driver.communicate(timeout=300)
     finally:
@@ -131,7 +131,7 @@ def test_truncated_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert f"{damaged.parent.name} unreadable" in output
     (rows,) = trial_results(tmp_path, "corrupt").values()
     assert rows[-1]["schedule_done"] is True
-    after = [r for r in rows if r["pid"] != worker]
+    after = rows[reported_before:]
     # Resumed from the checkpoint before the damaged one: the damaged epoch is trained again.
     assert after[0]["round"] == 1 and after[0]["epoch"] == damaged_epoch
     assert json.dumps(after[0]["checkpoint_fallback"]).count("unreadable") == 1
