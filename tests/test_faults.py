@@ -169,3 +169,19 @@ def test_bad_launch_input_fails_before_training(tmp_path, edit, words):
     one_line_exit_2(proc, *words)
     assert not (tmp_path / "runs" / "bad").exists()
     assert not (tmp_path / "mlruns").exists()  # nothing recorded for a launch that never ran
+
+
+def test_unwritable_storage_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = launch_cli(tmp_path, tiny_spec("bad"), "--storage", str(blocker / "runs"), timeout=120)
+    one_line_exit_2(proc, "--storage", str(blocker / "runs"))
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec("bad").replace("min_width: 2", "min_width: 0"))
+    proc = subprocess.run(
+        [*CLI, "--debug", "launch", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "min_width" in proc.stderr
