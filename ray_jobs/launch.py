@@ -153,6 +153,42 @@ def check_resources(spec: SweepSpec, total: dict[str, float], where: str) -> Non
             )
 
 
+def storage_seen(marker: str) -> bool:
+    return os.path.exists(marker)
+
+
+def check_shared_storage(storage: str) -> None:
+    """On a multi-node cluster, every node must see the trial folders under ``storage``."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) <= 1 or "://" in storage:
+        return
+    marker = Path(storage) / f".adprune-visible-{uuid.uuid4().hex}"
+    marker.write_text("")
+    probe = ray.remote(num_cpus=0)(storage_seen)
+    try:
+        seen = ray.get(
+            [
+                probe.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                ).remote(str(marker))
+                for n in nodes
+            ],
+            timeout=120,
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise LaunchError(
+            f"--storage {storage}: not visible from node(s) {', '.join(blind)}; a multi-node "
+            "cluster needs storage every node sees (a shared file system path, or s3://...): "
+            "since Ray 2.7, Tune no longer syncs trial folders to the head node"
+        )
+
+
 def storage_root(storage: str | None) -> str:
     if storage is not None and "://" in storage:
         return storage
@@ -214,6 +250,7 @@ SUMMARY_HEADERS = (
     "MACs red.",
     "train. complexity",
     "stop",
+    "node",
 )
 
 
@@ -254,6 +291,7 @@ def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
                 f"{metrics.get('final_mac_reduction', metrics.get('mac_reduction', 1.0)):.1f}x",
                 f"{final_or_current(metrics, 'training_complexity', 0.0):.1f}",
                 metrics.get("final_stop_reason", metrics.get("diverged", "-")),
+                str(metrics.get("node_ip", "-")),
             ]
         )
     return rows
@@ -429,6 +467,7 @@ def launch(opts: LaunchOptions) -> list[list[str]]:
         import ray
 
         check_resources(spec, ray.cluster_resources(), where)
+        check_shared_storage(storage)
     click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
     click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
     start = time.perf_counter()

@@ -1,0 +1,191 @@
+"""`launch --cluster` on a real two-node Ray cluster (network namespaces, token auth) with a
+shared `mlflow server` on the head's address: placement on both nodes, job submission, and
+the loss of the worker node mid-sweep."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cluster import TwoNodeCluster, can_make_namespaces, kill_session
+from conftest import CLI, tiny_spec, trial_results
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+MLFLOW_PORT = 5000
+
+reason = can_make_namespaces()
+pytestmark = pytest.mark.skipif(reason is not None, reason=f"two-node cluster tests: {reason}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    nodes = TwoNodeCluster()
+    server = None
+    try:
+        nodes.start()
+        server = nodes.popen_in(
+            nodes.head_ns,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'server.db'}",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                nodes.head_ip,
+                "--port",
+                str(MLFLOW_PORT),
+                "--workers",
+                "1",
+            ],
+            env={**nodes.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "mlflow.log").open("w"),
+            start_new_session=True,
+        )
+        nodes.wait_for(nodes.head_ns, nodes.head_ip, MLFLOW_PORT)
+        nodes.mlflow_uri = f"http://{nodes.head_ip}:{MLFLOW_PORT}"
+        yield nodes
+    finally:
+        if server is not None:
+            kill_session(server.pid)
+            server.wait(timeout=30)
+        nodes.stop()
+
+
+def launch_on(cluster, folder, spec_text, *args, timeout=400):
+    spec = folder / "spec.yaml"
+    spec.write_text(spec_text)
+    command = [*CLI, "launch", str(spec), "--storage", str(folder / "runs")]
+    command += ["--cluster", cluster.address, "--tracking-uri", cluster.mlflow_uri, *args]
+    return cluster.run_in(cluster.head_ns, command, cwd=folder, timeout=timeout)
+
+
+def check_server_store(cluster, folder, name):
+    """check_store_matches against the server, run where the server is reachable: the head."""
+    script = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from pathlib import Path\n"
+        "from mlflow import MlflowClient\n"
+        "from conftest import trial_results\n"
+        "from mlflow_store import check_store_matches\n"
+        f"client = MlflowClient({cluster.mlflow_uri!r})\n"
+        f"sweep, trials = check_store_matches(client, trial_results(Path({str(folder)!r}), "
+        f"{name!r}), {name!r})\n"
+        "print(json.dumps({'sweep_status': sweep.info.status, "
+        "'nodes': sorted({t.data.tags.get('node_ip') for t in trials.values()})}))\n"
+    )
+    done = cluster.run_in(cluster.head_ns, [sys.executable, "-c", script], timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_sweep_runs_on_both_nodes_and_records_to_the_shared_server(cluster, tmp_path):
+    proc = launch_on(cluster, tmp_path, tiny_spec("two-nodes"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Ray cluster at {cluster.address}" in proc.stdout
+    results = trial_results(tmp_path, "two-nodes")
+    assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
+    nodes = {rows[-1]["node_ip"] for rows in results.values()}
+    assert nodes == {cluster.head_ip, cluster.worker_ip}
+    table = proc.stdout.split("trial ", 1)[-1]
+    assert cluster.head_ip in table and cluster.worker_ip in table  # the summary says where
+    store = check_server_store(cluster, tmp_path, "two-nodes")
+    assert store["sweep_status"] == "FINISHED"
+    assert store["nodes"] == sorted({cluster.head_ip, cluster.worker_ip})
+
+
+def test_job_submission_with_cluster_auto(cluster, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(tiny_spec("job", grid="[0.05]"))
+    submit = [
+        str(Path(sys.executable).with_name("ray")),
+        "job",
+        "submit",
+        "--address",
+        f"http://{cluster.head_ip}:{cluster.dashboard_port}",
+        "--working-dir",
+        ".",
+        "--",
+        "adprune-sweep",
+        "launch",
+        str(spec),
+        "--cluster",
+        "auto",
+        "--storage",
+        str(tmp_path / "runs"),
+        "--tracking-uri",
+        cluster.mlflow_uri,
+    ]
+    proc = cluster.run_in(cluster.head_ns, submit, cwd=REPO, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
+    assert "1 trials in" in proc.stdout  # the launch's own summary, from the job's logs
+    (rows,) = trial_results(tmp_path, "job").values()
+    assert rows[-1]["schedule_done"] is True
+    assert check_server_store(cluster, tmp_path, "job")["sweep_status"] == "FINISHED"
+
+
+SLOW = {
+    "num_train: 128": "num_train: 4096, input_size: 16",
+    "max_epochs: 4": "max_epochs: 6",
+    "flat_band: 0.002": "flat_band: 1.0",
+}
+
+
+def wait_for_worker_trial(folder, name, worker_ip, timeout_s=180):
+    """The trial running on the worker node, once it is into its second round."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for trial_id, rows in trial_results(folder, name).items():
+            if rows[-1]["node_ip"] == worker_ip and rows[-1]["round"] >= 1:
+                return trial_id, len(rows)
+        time.sleep(0.5)
+    raise AssertionError(f"no trial reached round 1 on {worker_ip} in {timeout_s}s")
+
+
+def test_losing_the_worker_node_reschedules_its_trial_on_the_head(cluster, tmp_path):
+    """Last in this module: it takes the worker node down."""
+    text = tiny_spec("node-loss", grid="[0.0000001, 0.0000002]")
+    for old, new in SLOW.items():
+        text = text.replace(old, new)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    driver = cluster.popen_in(
+        cluster.head_ns,
+        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs")]
+        + ["--cluster", cluster.address, "--tracking-uri", cluster.mlflow_uri],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        trial_id, reported = wait_for_worker_trial(tmp_path, "node-loss", cluster.worker_ip)
+        raylets = cluster.worker.pids("raylet")
+        assert raylets, "no raylet in the worker node's session"
+        for pid in raylets:
+            subprocess.run(["kill", f"-{signal.SIGKILL.value}", str(pid)], check=True)
+        output, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 0, output[-3000:]
+    results = trial_results(tmp_path, "node-loss")
+    assert all(rows[-1]["schedule_done"] for rows in results.values())
+    moved = results[trial_id][reported:]
+    assert moved and {r["node_ip"] for r in moved} == {cluster.head_ip}
+    # From its checkpoint: it went on in the round it had reached, not from net0 epoch 1.
+    assert moved[0]["round"] >= 1
+    store = check_server_store(cluster, tmp_path, "node-loss")
+    assert store["sweep_status"] == "FINISHED"
