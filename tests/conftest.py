@@ -54,8 +54,14 @@ def trial_results(folder, name):
     """Every report of every trial, read back from Tune's result.json files."""
     by_trial = {}
     for path in sorted((folder / "runs" / name).glob("*/result.json")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        by_trial[rows[0]["trial_id"]] = rows
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line Tune is writing right now (the sweep is still running)
+        if rows:
+            by_trial[rows[0]["trial_id"]] = rows
     return by_trial
 
 

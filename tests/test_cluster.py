@@ -77,12 +77,14 @@ def check_server_store(cluster, folder, name):
         "from pathlib import Path\n"
         "from mlflow import MlflowClient\n"
         "from conftest import trial_results\n"
-        "from mlflow_store import check_store_matches\n"
+        "from mlflow_store import check_store_matches, hierarchy\n"
         f"client = MlflowClient({cluster.mlflow_uri!r})\n"
         f"sweep, trials = check_store_matches(client, trial_results(Path({str(folder)!r}), "
         f"{name!r}), {name!r})\n"
+        "_, children = hierarchy(client)\n"
+        "nets = [n for t in trials.values() for n in children[t.info.run_id]]\n"
         "print(json.dumps({'sweep_status': sweep.info.status, "
-        "'nodes': sorted({t.data.tags.get('node_ip') for t in trials.values()})}))\n"
+        "'nodes': sorted({n.data.tags.get('node_ip') for n in nets})}))\n"
     )
     done = cluster.run_in(cluster.head_ns, [sys.executable, "-c", script], timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -95,10 +97,12 @@ def test_sweep_runs_on_both_nodes_and_records_to_the_shared_server(cluster, tmp_
     assert f"Ray cluster at {cluster.address}" in proc.stdout
     results = trial_results(tmp_path, "two-nodes")
     assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
-    nodes = {rows[-1]["node_ip"] for rows in results.values()}
+    # Trials move between nodes at round boundaries (PAUSE, then restart wherever a CPU is).
+    nodes = {row["node_ip"] for rows in results.values() for row in rows}
     assert nodes == {cluster.head_ip, cluster.worker_ip}
     table = proc.stdout.split("trial ", 1)[-1]
-    assert cluster.head_ip in table and cluster.worker_ip in table  # the summary says where
+    for rows in results.values():
+        assert rows[-1]["node_ip"] in table  # the summary says where each trial ended
     store = check_server_store(cluster, tmp_path, "two-nodes")
     assert store["sweep_status"] == "FINISHED"
     assert store["nodes"] == sorted({cluster.head_ip, cluster.worker_ip})
@@ -136,21 +140,21 @@ def test_job_submission_with_cluster_auto(cluster, tmp_path):
 
 
 SLOW = {
-    "num_train: 128": "num_train: 4096, input_size: 16",
+    "num_train: 128": "num_train: 16384, input_size: 16",
     "max_epochs: 4": "max_epochs: 6",
     "flat_band: 0.002": "flat_band: 1.0",
 }
 
 
 def wait_for_worker_trial(folder, name, worker_ip, timeout_s=180):
-    """The trial running on the worker node, once it is into its second round."""
+    """A trial running on the worker node, once it has checkpointed two epochs there."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for trial_id, rows in trial_results(folder, name).items():
-            if rows[-1]["node_ip"] == worker_ip and rows[-1]["round"] >= 1:
+            if rows[-1]["node_ip"] == worker_ip and rows[-1]["epoch"] >= 2:
                 return trial_id, len(rows)
-        time.sleep(0.5)
-    raise AssertionError(f"no trial reached round 1 on {worker_ip} in {timeout_s}s")
+        time.sleep(0.2)
+    raise AssertionError(f"no trial reported epoch 2 on {worker_ip} in {timeout_s}s")
 
 
 def test_losing_the_worker_node_reschedules_its_trial_on_the_head(cluster, tmp_path):
@@ -183,9 +187,14 @@ def test_losing_the_worker_node_reschedules_its_trial_on_the_head(cluster, tmp_p
     assert driver.returncode == 0, output[-3000:]
     results = trial_results(tmp_path, "node-loss")
     assert all(rows[-1]["schedule_done"] for rows in results.values())
-    moved = results[trial_id][reported:]
+    rows = results[trial_id]
+    # A report already on its way when the raylet died may still arrive from the worker.
+    last_on_worker = max(i for i, r in enumerate(rows) if r["node_ip"] == cluster.worker_ip)
+    assert last_on_worker >= reported - 1
+    moved = rows[last_on_worker + 1 :]
     assert moved and {r["node_ip"] for r in moved} == {cluster.head_ip}
-    # From its checkpoint: it went on in the round it had reached, not from net0 epoch 1.
-    assert moved[0]["round"] >= 1
+    # From its checkpoint: it went on from the epoch it had reached, not from epoch 1.
+    assert (moved[0]["round"], moved[0]["epoch"]) > (rows[last_on_worker]["round"], 1)
+    assert "failed; Tune retries it from its last checkpoint" in output
     store = check_server_store(cluster, tmp_path, "node-loss")
     assert store["sweep_status"] == "FINISHED"
