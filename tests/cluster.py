@@ -52,13 +52,29 @@ def kill_session(session_id: int) -> None:
 class Node:
     """One `ray start --block` in its own namespace and process session."""
 
-    def __init__(self, namespace: str, address: str, args: list[str], env: dict[str, str]):
+    def __init__(
+        self,
+        namespace: str,
+        address: str,
+        args: list[str],
+        env: dict[str, str],
+        hidden_dir: Path | None = None,
+    ):
         self.namespace = namespace
         self.address = address
         self.temp_dir = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # unix sockets: short paths
         self.log = Path(self.temp_dir) / "node.log"
+        hide: list[str] = []
+        if hidden_dir is not None:
+            # This node gets its own mount namespace in which hidden_dir is an empty tmpfs:
+            # a folder the other node sees and this one does not (storage that is not shared).
+            hide = [
+                *["unshare", "--mount", "--propagation", "private", "sh", "-c"],
+                f'mount -t tmpfs tmpfs "{hidden_dir}" && exec "$@"',
+                "sh",
+            ]
         command = [
-            *["ip", "netns", "exec", namespace, RAY, "start", "--block"],
+            *["ip", "netns", "exec", namespace, *hide, RAY, "start", "--block"],
             f"--node-ip-address={address}",
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
@@ -92,7 +108,7 @@ class Node:
 class TwoNodeCluster:
     """Head at 10.213.N.1 in one namespace, worker at 10.213.N.2 in another, 1 CPU each."""
 
-    def __init__(self, cpus_per_node: int = 1):
+    def __init__(self, cpus_per_node: int = 1, hidden_dir: Path | None = None):
         tag = f"{os.getpid() % 100000}"
         subnet = 10 + os.getpid() % 240
         self.head_ns, self.worker_ns = f"adp-h{tag}", f"adp-w{tag}"
@@ -100,6 +116,7 @@ class TwoNodeCluster:
         self.veth = (f"adph{tag}", f"adpw{tag}")
         self.port, self.dashboard_port = 6379, 8265
         self.cpus = cpus_per_node
+        self.hidden_dir = hidden_dir  # a folder the worker node cannot see
         self.token = secrets.token_hex(32)
         self.env = {
             **os.environ,
@@ -173,6 +190,7 @@ class TwoNodeCluster:
             self.worker_ip,
             [f"--address={self.address}", f"--num-cpus={self.cpus}"],
             self.env,
+            hidden_dir=self.hidden_dir,
         )
 
     def run_in(self, namespace: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:

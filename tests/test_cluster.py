@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(reason is not None, reason=f"two-node cluster te
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
-    nodes = TwoNodeCluster()
+    (folder / "head-only").mkdir()
+    nodes = TwoNodeCluster(hidden_dir=folder / "head-only")
     server = None
     try:
         nodes.start()
@@ -53,6 +54,7 @@ def cluster(tmp_path_factory):
         )
         nodes.wait_for(nodes.head_ns, nodes.head_ip, MLFLOW_PORT)
         nodes.mlflow_uri = f"http://{nodes.head_ip}:{MLFLOW_PORT}"
+        nodes.head_only = folder / "head-only"
         yield nodes
     finally:
         if server is not None:
@@ -106,6 +108,17 @@ def test_sweep_runs_on_both_nodes_and_records_to_the_shared_server(cluster, tmp_
     store = check_server_store(cluster, tmp_path, "two-nodes")
     assert store["sweep_status"] == "FINISHED"
     assert store["nodes"] == sorted({cluster.head_ip, cluster.worker_ip})
+
+
+def test_storage_that_a_node_cannot_see_is_refused(cluster, tmp_path):
+    storage = cluster.head_only / "runs"
+    proc = launch_on(cluster, tmp_path, tiny_spec("unshared"), "--storage", str(storage))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in proc.stderr
+    assert f"--storage {storage}" in error[0] and cluster.worker_ip in error[0]
+    assert "Ray 2.7" in error[0]
+    assert not (storage / "unshared").exists()  # refused before any trial started
 
 
 def test_job_submission_with_cluster_auto(cluster, tmp_path):
