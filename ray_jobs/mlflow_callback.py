@@ -7,6 +7,9 @@ process owns the run-id map that keeps every record exactly-once.
 from __future__ import annotations
 
 import dataclasses
+import json
+import queue
+import threading
 from typing import Any
 
 from ray.tune import Callback
@@ -92,31 +95,118 @@ def last_error_line(trial: Any) -> str:
     return lines[-1][:500] if lines else "trial failed"
 
 
-class MlflowCallback(Callback):
-    """Sweep, trial and net[i] runs from Tune's driver-side events."""
+_STOP = {"op": "_stop"}
+
+
+class BackgroundWriter:
+    """Applies operations on a thread of its own, so Tune's event loop (and with it every
+    trial waiting on ``tune.report``) never waits for the store.
+
+    Every operation is first appended to the journal file (the recorder's queue file); the
+    journal is emptied only when the writer has applied everything. A driver killed with
+    operations in memory therefore loses none: the next ``--resume`` re-applies the journal,
+    and every operation is idempotent.
+    """
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
+        self.state_lock = threading.Lock()
+        self._journal_lock = threading.Lock()
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="mlflow-writer", daemon=True)
+
+    def start(self, replay: list[dict[str, Any]]) -> None:
+        for op in replay:
+            self._queue.put(op)
+        self._thread.start()
+
+    def put(self, op: dict[str, Any]) -> None:
+        with self._journal_lock:
+            path = self.recorder.queue_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as journal:
+                journal.write(json.dumps(op) + "\n")
+            self._queue.put(op)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                op = self._queue.get(timeout=self.recorder.retry_interval_s)
+            except queue.Empty:
+                if self.recorder.pending:
+                    with self.state_lock:
+                        self.recorder.flush()
+                    self._clear_journal_if_idle()
+                continue
+            if op is _STOP:
+                return
+            with self.state_lock:
+                self.recorder.submit(op)
+            self._clear_journal_if_idle()
+
+    def _clear_journal_if_idle(self) -> None:
+        with self._journal_lock:
+            if self._queue.empty() and not self.recorder.pending:
+                self.recorder.queue_path.unlink(missing_ok=True)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Write what is queued (up to ``timeout_s``); False if some of it is still unwritten."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            return False
+        if self.recorder.pending:
+            self.recorder.flush()  # one last try before the driver exits
+        self._clear_journal_if_idle()
+        return not self.recorder.pending
+
+
+class MlflowCallback(Callback):
+    """Sweep, trial and net[i] runs from Tune's driver-side events."""
+
+    def __init__(self, recorder: Recorder, drain_timeout_s: float = 600.0) -> None:
+        recorder.keep_queue_file = False  # the writer's journal is the queue
+        self.recorder = recorder
+        self.drain_timeout_s = drain_timeout_s
         self._started: set[str] = set()
+        self._writer: BackgroundWriter | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its experiment state; a thread and locks do not travel.
+        return {**self.__dict__, "_writer": None}
 
     # ------------------------------------------------------------------ state for --resume
 
     def get_state(self) -> dict[str, Any] | None:
-        return {"recorder": dataclasses.asdict(self.recorder.state)}
+        lock = self._writer.state_lock if self._writer else threading.Lock()
+        with lock:
+            return {"recorder": dataclasses.asdict(self.recorder.state)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         saved = dict(state["recorder"])
         saved["closed"] = set(saved["closed"])
-        self.recorder.state = RecorderState(**saved)
+        lock = self._writer.state_lock if self._writer else threading.Lock()
+        with lock:
+            self.recorder.state = RecorderState(**saved)
 
     # ------------------------------------------------------------------ events
 
     def setup(self, **info: Any) -> None:
+        self.recorder.keep_queue_file = False
         queued = self.recorder.load_queue()
+        replay, self.recorder.pending = self.recorder.pending, []
         if queued:
             self.recorder.echo(f"mlflow: writing {queued} records queued by an earlier run")
         self._started = set()
-        self.recorder.submit({"op": "sweep_start"})
+        self._writer = BackgroundWriter(self.recorder)
+        self._writer.start(replay)
+        self._submit({"op": "sweep_start"})
+
+    def _submit(self, op: dict[str, Any]) -> None:
+        if self._writer is None:  # events before setup: write in this thread
+            self.recorder.submit(op)
+        else:
+            self._writer.put(op)
 
     def _ensure_trial(self, trial: Any) -> None:
         if trial.trial_id in self._started:
@@ -126,7 +216,7 @@ class MlflowCallback(Callback):
         config = trial.config
         keys = self.recorder.sweep.search_keys
         params = flatten({"spec": config["spec"]})
-        self.recorder.submit(
+        self._submit(
             {
                 "op": "trial_start",
                 "trial": trial.trial_id,
@@ -143,20 +233,20 @@ class MlflowCallback(Callback):
         self._ensure_trial(trial)
         if result.get("diverged"):
             return  # no epoch to record; on_trial_complete records the failure
-        self.recorder.submit(epoch_op(trial.trial_id, result))
+        self._submit(epoch_op(trial.trial_id, result))
         if result["decision"] != "continue":
-            self.recorder.submit(net_end_op(trial.trial_id, result))
+            self._submit(net_end_op(trial.trial_id, result))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
-        self.recorder.submit({"op": "trial_status", "trial": trial.trial_id, "status": "retrying"})
+        self._submit({"op": "trial_status", "trial": trial.trial_id, "status": "retrying"})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
         result = trial.last_result or {}
         done = bool(result.get("schedule_done"))
         status = "done" if done else ("diverged" if result.get("diverged") else "stopped")
-        self.recorder.submit(
+        self._submit(
             {
                 "op": "trial_end",
                 "trial": trial.trial_id,
@@ -169,7 +259,7 @@ class MlflowCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
-        self.recorder.submit(
+        self._submit(
             {
                 "op": "trial_end",
                 "trial": trial.trial_id,
@@ -181,18 +271,21 @@ class MlflowCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         finished = all(t.status == "TERMINATED" for t in trials)
-        self.recorder.submit(
+        self._submit(
             {
                 "op": "sweep_end",
                 "status": "done" if finished else "incomplete",
                 "trials": len(trials),
             }
         )
-        if self.recorder.pending:
-            self.recorder.flush()  # one last try before the driver exits
-        if self.recorder.pending:
+        complete = self._writer.stop(self.drain_timeout_s) if self._writer else True
+        self.recorder.echo(
+            f"mlflow: {self.recorder.writes} records written in "
+            f"{self.recorder.busy_s:.1f}s of writer time"
+        )
+        if not complete:
             self.recorder.echo(
-                f"mlflow: {len(self.recorder.pending)} records are still queued in "
-                f"{self.recorder.queue_path}; `adprune-sweep launch SPEC.yaml --name "
-                f"{self.recorder.sweep.name} --resume` writes them once the store answers"
+                f"mlflow: records are still queued in {self.recorder.queue_path}; "
+                f"`adprune-sweep launch SPEC.yaml --name {self.recorder.sweep.name} --resume` "
+                "writes them once the store answers"
             )

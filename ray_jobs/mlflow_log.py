@@ -114,8 +114,11 @@ class Recorder:
         queue_dir: Path,
         echo: Callable[[str], None] = click.echo,
         retry_interval_s: float = 15.0,
+        keep_queue_file: bool = True,
     ) -> None:
         self.sweep = sweep
+        # False when a journal owned by the caller already holds every unwritten operation.
+        self.keep_queue_file = keep_queue_file
         self.queue_path = Path(queue_dir) / QUEUE_FILE
         self.echo = echo
         self.retry_interval_s = retry_interval_s
@@ -126,6 +129,7 @@ class Recorder:
         self._down_since: float | None = None
         self._last_attempt = 0.0
         self.writes = 0  # operations applied, for the closing line
+        self.busy_s = 0.0  # time the driver spent writing to the store
 
     # ------------------------------------------------------------------ pickling
 
@@ -171,13 +175,21 @@ class Recorder:
     def submit(self, op: dict[str, Any]) -> None:
         self.pending.append(op)
         if self._down_since is not None:
-            self._append_to_queue(op)
+            if self.keep_queue_file:
+                self._append_to_queue(op)
             if time.monotonic() - self._last_attempt < self.retry_interval_s:
                 return
         self.flush()
 
     def flush(self) -> bool:
         """Write every pending operation in order; False if the store is (still) down."""
+        started = time.perf_counter()
+        try:
+            return self._flush()
+        finally:
+            self.busy_s += time.perf_counter() - started
+
+    def _flush(self) -> bool:
         self._last_attempt = time.monotonic()
         while self.pending:
             op = self.pending[0]
@@ -206,7 +218,8 @@ class Recorder:
         tmp.replace(self.queue_path)  # atomic: a killed driver leaves the old or the new queue
 
     def _went_down(self, err: BaseException) -> None:
-        self._rewrite_queue()
+        if self.keep_queue_file:
+            self._rewrite_queue()
         if self._down_since is None:
             self._down_since = time.monotonic()
             self._client = None  # reconnect from scratch when it answers again
@@ -217,7 +230,7 @@ class Recorder:
             )
 
     def _came_back(self) -> None:
-        if self.queue_path.exists():
+        if self.keep_queue_file and self.queue_path.exists():
             self.queue_path.unlink()
         if self._down_since is not None:
             self.echo(

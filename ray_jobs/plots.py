@@ -20,7 +20,8 @@ def plot_net_ad(
 ) -> Path:
     """Total AD and every layer's AD against the epoch, for one network."""
     epochs = list(range(1, len(ad_history) + 1))
-    fig, (total_ax, layer_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, (total_ax, layer_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
     total_ax.plot(epochs, ad_history, marker="o", color="black")
     total_ax.set(xlabel="epoch", ylabel="total activation density", title=f"{title}: total AD")
     if layer_ad_history:
@@ -32,14 +33,15 @@ def plot_net_ad(
     layer_ax.set(xlabel="epoch", ylabel="activation density", title=f"{title}: per layer")
     for ax in (total_ax, layer_ax):
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
 
 def plot_trial_ad(path: Path, title: str, curves: Sequence[tuple[str, Sequence[float]]]) -> Path:
     """Total AD across all of a trial's networks, on one running epoch axis."""
-    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
     start = 0
     for label, curve in curves:
         epochs = list(range(start + 1, start + len(curve) + 1))
@@ -51,6 +53,6 @@ def plot_trial_ad(path: Path, title: str, curves: Sequence[tuple[str, Sequence[f
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize="small")
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import socket
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -208,6 +210,19 @@ def diverged_metrics(schedule: PruneSchedule, reason: str) -> dict[str, Any]:
     }
 
 
+def process_metrics(epoch_seconds: float) -> dict[str, float]:
+    """This epoch's own time, the report's wall clock, and the process's memory (for the
+    benchmarks: round transitions and growth across rounds)."""
+    with open("/proc/self/statm") as statm:
+        rss_pages = int(statm.read().split()[1])
+    return {
+        "epoch_seconds": epoch_seconds,
+        "report_time": time.time(),
+        "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
 def _node_ip() -> str:
     try:
         import ray
@@ -222,6 +237,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
     schedule, note = load_schedule(spec, cached_dataset(spec))
     apply_transition(schedule, config.get("transition"))
     while not schedule.state.done:
+        started = time.perf_counter()
         try:
             result = schedule.train_one_epoch()
         except TrainingDiverged as err:
@@ -235,6 +251,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
             # ends the trial before it could run any more code.
             schedule.advance(decision)
         metrics = epoch_metrics(schedule, result, decision)
+        metrics.update(process_metrics(time.perf_counter() - started))
         if note:
             metrics["checkpoint_fallback"], note = note, ""
         tune.report(metrics, checkpoint=save_checkpoint(schedule))
