@@ -397,10 +397,17 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
         raise ValueError(f"padding must be >= 0, got {padding}")
     if padding == 0:
         return x
+    # Drawn on the CPU generator so the same seed gives the same crops on any device.
+    offsets = torch.randint(0, 2 * padding + 1, (2, x.shape[0]), generator=generator)
+    return crop_at(x, padding, offsets.to(x.device))
+
+
+def crop_at(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Crop image n of the (N,C,H,W) batch at (offsets[0, n], offsets[1, n]) of its padded copy."""
+    if padding == 0:
+        return x
     n, _, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    # Drawn on the CPU generator so the same seed gives the same crops on any device.
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (N,H)
     cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (N,W)
     batch = torch.arange(n, device=x.device)[:, None, None]
@@ -411,7 +418,12 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image of the (N,C,H,W) batch horizontally with probability 1/2."""
-    flip = torch.randint(0, 2, (x.shape[0],), generator=generator).to(x.device).bool()
+    flip = torch.randint(0, 2, (x.shape[0],), generator=generator)
+    return flip_where(x, flip.to(x.device).bool())
+
+
+def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Image n of the (N,C,H,W) batch flipped horizontally where ``flip[n]`` is true."""
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
@@ -446,13 +458,29 @@ class DeviceBatches:
         _check_batch_size(batch_size)
         if generator.device.type != "cpu":
             raise ValueError("train_batches needs a CPU torch.Generator (for reproducibility)")
-        order = torch.randperm(self.num_train, generator=generator).to(self.device)
+        # The epoch's order, crop offsets and flips are drawn up front and cross to the
+        # device in one copy: a CPU -> GPU copy per batch would make the host wait for the
+        # GPU every step. HOST SYNC: at most this one copy per epoch, none per batch.
+        draws = self._epoch_draws(generator).to(self.device)
+        order, offsets, flips = draws[0], draws[1:3], draws[3].bool()
         for start in range(0, self.num_train, batch_size):
             idx = order[start : start + batch_size]
             x = self.train_x[idx]
             if self.augment:
-                x = random_flip(random_crop(x, self.crop_padding, generator), generator)
+                batch = slice(start, start + batch_size)
+                x = flip_where(crop_at(x, self.crop_padding, offsets[:, batch]), flips[batch])
             yield x, self.train_y[idx]
+
+    def _epoch_draws(self, generator: torch.Generator) -> torch.Tensor:
+        """(4, N) int64 on the CPU: sample order, crop row and column offsets, flip flags."""
+        n = self.num_train
+        order = torch.randperm(n, generator=generator)
+        if not self.augment:
+            return torch.cat([order[None], torch.zeros((3, n), dtype=torch.int64)])
+        span = 2 * self.crop_padding + 1
+        offsets = torch.randint(0, span, (2, n), generator=generator)
+        flips = torch.randint(0, 2, (1, n), generator=generator)
+        return torch.cat([order[None], offsets, flips])
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The test set in stored order, without augmentation."""

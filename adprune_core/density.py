@@ -1,9 +1,13 @@
 """Activation-density monitor: counts post-ReLU positives per prunable layer, on the device.
 
 One forward hook per :class:`LayerReLU`. Each hook adds a per-channel count of positive
-elements into an int64 counter that stays on the training device: no ``.item()``, no host
-sync per batch. The element totals are known from shapes on the host. :meth:`read` moves
-everything to the host in one transfer, once per epoch.
+elements, and the number of elements it looked at, into int64 counters that stay on the
+training device: no ``.item()``, no host sync per batch. :meth:`read` moves everything to the
+host in one transfer, once per epoch.
+
+The hooks touch only preallocated device tensors, in place, and never a Python number. That is
+what lets ``torch.compile`` trace them into the model's graph: dynamo guards on the value of any
+Python int a traced function reads, so a host-side running total would recompile every batch.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ def positive_counts(relu_output: torch.Tensor) -> torch.Tensor:
     """
     per_channel = relu_output.numel() // relu_output.shape[1]
     if per_channel <= EXACT_FLOAT_COUNT:
-        return torch.sign(relu_output).sum(dim=(0, 2, 3)).to(torch.int64)
+        # float32 accumulation even for bf16 outputs (autocast): a bf16 sum has an 8-bit
+        # mantissa and would round any count above 256.
+        return torch.sign(relu_output).sum(dim=(0, 2, 3), dtype=torch.float32).to(torch.int64)
     return (relu_output > 0).sum(dim=(0, 2, 3), dtype=torch.int64)
 
 
@@ -62,9 +68,19 @@ class DensityMonitor:
         self.count_train = count_train
         self.count_eval = count_eval
         self.relus = model.prunable_relus()
+        if len(self.relus) != len(model.widths):
+            raise ValueError(
+                f"{model.arch}: {len(self.relus)} prunable ReLUs for {len(model.widths)} widths"
+            )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._positives: list[torch.Tensor | None] = [None] * len(self.relus)
-        self._per_channel_elements = [0] * len(self.relus)  # N*H*W per channel, host ints
+        device = _device_of(model)
+        # Allocated up front, never replaced (reset() zeroes them in place), so a compiled
+        # forward finds the same tensors in every batch and epoch.
+        self._positives = [torch.zeros(w, dtype=torch.int64, device=device) for w in model.widths]
+        self._elements = [torch.zeros((), dtype=torch.int64, device=device) for _ in self.relus]
+        # Host-side element totals added at read(); zero unless a caller seeds the counters
+        # (with _positives) to stand in for a long epoch.
+        self._per_channel_elements = [0] * len(self.relus)
 
     def __enter__(self) -> DensityMonitor:
         self.attach()
@@ -81,6 +97,7 @@ class DensityMonitor:
     def attach(self) -> None:
         if self._handles:
             return
+        self._follow_model_device()
         for index, relu in enumerate(self.relus):
             self._handles.append(relu.register_forward_hook(self._make_hook(index)))
 
@@ -93,6 +110,12 @@ class DensityMonitor:
     def attached(self) -> bool:
         return bool(self._handles)
 
+    def _follow_model_device(self) -> None:
+        # The model may have moved since the monitor was made; counters live beside it.
+        device = _device_of(self.model)
+        self._positives = [c.to(device) for c in self._positives]
+        self._elements = [c.to(device) for c in self._elements]
+
     def _counts(self, module: nn.Module) -> bool:
         return self.count_train if module.training else self.count_eval
 
@@ -100,39 +123,39 @@ class DensityMonitor:
         def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if not self._counts(module):
                 return
-            positives = positive_counts(output.detach())
-            current = self._positives[index]
-            if current is None:
-                self._positives[index] = positives
-            else:
-                current.add_(positives)
+            self._positives[index].add_(positive_counts(output.detach()))
             # numel/shape are host metadata: no device sync.
-            self._per_channel_elements[index] += output.numel() // output.shape[1]
+            self._elements[index].add_(output.numel() // output.shape[1])
 
         return hook
 
     def reset(self) -> None:
-        self._positives = [None] * len(self.relus)
+        for counter in (*self._positives, *self._elements):
+            counter.zero_()
         self._per_channel_elements = [0] * len(self.relus)
 
     def read(self, reset: bool = True) -> DensityReading:
         """Densities since the last reset. The one host-device sync per epoch happens here."""
-        counted = [p for p in self._positives if p is not None]
-        if len(counted) != len(self.relus):
-            raise RuntimeError("no counted forward pass reached every prunable layer")
+        layer_count = len(self.relus)
         # HOST SYNC: the single device->host transfer of all counters for this epoch.
-        host = torch.cat(counted).cpu().tolist()
+        host = torch.cat([*self._positives, torch.stack(self._elements)]).cpu().tolist()
+        elements = [
+            n + seeded for n, seeded in zip(host[-layer_count:], self._per_channel_elements)
+        ]
+        if not all(elements):
+            raise RuntimeError("no counted forward pass reached every prunable layer")
         layers, channels, offset = [], [], 0
-        for index, relu_counts in enumerate(counted):
-            width = relu_counts.numel()
-            per_channel = self._per_channel_elements[index]
+        for per_channel, counter in zip(elements, self._positives):
+            width = counter.numel()
             chunk = host[offset : offset + width]
             channels.append([c / per_channel for c in chunk])
             layers.append(sum(chunk) / (per_channel * width))
             offset += width
-        reading = DensityReading(
-            layers, channels, [n * len(c) for n, c in zip(self._per_channel_elements, channels)]
-        )
+        reading = DensityReading(layers, channels, [n * len(c) for n, c in zip(elements, channels)])
         if reset:
             self.reset()
         return reading
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

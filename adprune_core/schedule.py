@@ -23,9 +23,15 @@ from adprune_core.density import DensityMonitor
 from adprune_core.models import PrunableNet, build_model, check_widths, inherit_filters
 from adprune_core.spec import SweepSpec
 from adprune_core.train import (
+    EpochStats,
+    check_precision,
+    compile_failure,
+    compile_model,
     evaluate,
+    is_compile_failure,
     make_lr_schedule,
     make_optimizer,
+    memory_format,
     resolve_device,
     train_epoch,
 )
@@ -128,6 +134,7 @@ class PruneSchedule:
         self.device = (
             torch.device(device) if device is not None else resolve_device(spec.train.device)
         )
+        check_precision(spec.train.precision, self.device)
         augment = spec.data.augment if spec.data.augment is not None else self.data.default_augment
         self.batches = DeviceBatches(self.data, self.device, augment, spec.data.crop_padding)
         net0 = check_widths(spec.model.arch, spec.model.widths)
@@ -143,7 +150,8 @@ class PruneSchedule:
         return self.spec.prune.rho.max_epochs
 
     def _build_network(self, parent: PrunableNet | None = None) -> None:
-        seed = round_seed(self.spec.train.seed, self.state.phase, self.state.round)
+        train = self.spec.train
+        seed = round_seed(train.seed, self.state.phase, self.state.round)
         torch.manual_seed(seed)  # weights of net[i] depend only on the seed and i
         self.model = build_model(
             self.spec.model.arch,
@@ -151,34 +159,38 @@ class PruneSchedule:
             self.data.num_classes,
             self.data.input_size,
             self.data.in_channels,
-        ).to(self.device)
+        ).to(self.device, memory_format=memory_format(train.channels_last))
         self.generator = torch.Generator().manual_seed(seed)
         if parent is not None:
             inherit_filters(parent, self.model, self.generator)
-        self.optimizer = make_optimizer(self.model, self.spec.train)
-        self.lr_schedule = make_lr_schedule(self.optimizer, self.spec.train, self._horizon())
+        self.optimizer = make_optimizer(self.model, train)
+        self.lr_schedule = make_lr_schedule(self.optimizer, train, self._horizon())
         measure_eval = self.spec.prune.measure == "eval"
         self.monitor = DensityMonitor(
             self.model, count_train=not measure_eval, count_eval=measure_eval
         )
+        # Attached for the network's whole life, before its first forward: a compiled graph
+        # traces the hooks in, and adding or removing hooks later would force a recompile.
+        self.monitor.attach()
+        if train.compile:
+            # The previous network's graphs can never run again (other widths), and would
+            # use up dynamo's per-function recompile limit, after which it silently runs eager.
+            torch.compiler.reset()
+            compile_model(self.model)
 
     # ------------------------------------------------------------------ one epoch
 
     def train_one_epoch(self) -> EpochResult:
         if self.state.done:
             raise RuntimeError("the schedule has finished")
-        spec = self.spec
-        with self.monitor:
-            stats = train_epoch(
-                self.model,
-                self.batches,
-                self.optimizer,
-                spec.data.batch_size,
-                self.generator,
-                spec.train.label_smoothing,
-            )
-            accuracy = evaluate(self.model, self.batches, spec.data.eval_batch_size)
-            reading = self.monitor.read()
+        self.monitor.reset()  # count this epoch only, whatever ran since the last read
+        try:
+            stats, accuracy = self._train_and_evaluate()
+        except RuntimeError as err:
+            if is_compile_failure(err):
+                raise compile_failure(err) from err
+            raise
+        reading = self.monitor.read()
         self.lr_schedule.step()
         state = self.state
         state.ad_history.append(reading.total)
@@ -197,6 +209,27 @@ class PruneSchedule:
             stats.loss,
             stats.train_accuracy,
         )
+
+    def _train_and_evaluate(self) -> tuple[EpochStats, float]:
+        spec, train = self.spec, self.spec.train
+        stats = train_epoch(
+            self.model,
+            self.batches,
+            self.optimizer,
+            spec.data.batch_size,
+            self.generator,
+            train.label_smoothing,
+            train.channels_last,
+            train.precision,
+        )
+        accuracy = evaluate(
+            self.model,
+            self.batches,
+            spec.data.eval_batch_size,
+            train.channels_last,
+            train.precision,
+        )
+        return stats, accuracy
 
     def decide(self) -> Decision:
         state = self.state
@@ -234,6 +267,9 @@ class PruneSchedule:
                 self._end_search(decision)
             state.phase = "done"
         self._reset_round_history()
+        # The hooks hold the monitor, which holds the model: a cycle that would keep the old
+        # network's (device) memory until the garbage collector happens to run.
+        self.monitor.detach()
         if not state.done:
             self._build_network(parent)
 

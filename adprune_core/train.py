@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from adprune_core.data import DeviceBatches
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -39,10 +43,32 @@ class TrainSpec:
         default="auto",
         metadata={"choices": ("auto", "cpu", "cuda"), "help": "auto: cuda when available"},
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "model weights and input batches in channels_last memory format"},
+    )
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "choices": PRECISIONS,
+            "help": "bf16: autocast forward and loss to bfloat16 (weights, grads, SGD stay fp32)",
+        },
+    )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the model (needs a C++ compiler on CPU, Triton on GPU); "
+            "compiles once per network, since every round has new widths",
+        },
+    )
 
 
 class DeviceUnavailable(ValueError):
     """The spec asks for a device this machine does not have."""
+
+
+class CompileUnavailable(DeviceUnavailable):
+    """``train.compile`` is on and torch.compile cannot work on this machine."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,6 +87,51 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("train.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    # bf16 autocast runs on any CPU (slowly without native bf16); pre-Ampere GPUs lack it.
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceUnavailable("train.precision is 'bf16' but this CUDA device has no bfloat16")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward-and-loss context for ``precision``; backward and the step run outside it."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def compile_model(model: nn.Module) -> None:
+    """Compile ``model`` in place; its state_dict keys and forward hooks stay as they are.
+
+    ``nn.Module.compile`` (not ``torch.compile(model)``) keeps the module itself, so
+    checkpoints hold plain keys (no ``_orig_mod.`` prefix) and load with or without compile.
+    Hooks registered before the first forward are traced into the graph. Compilation itself
+    happens at the first forward; :func:`compile_failure` turns its failures into one line.
+    """
+    try:
+        model.compile()
+    except RuntimeError as err:  # e.g. a Python version dynamo does not support yet
+        raise compile_failure(err) from err
+
+
+def compile_failure(err: BaseException) -> CompileUnavailable:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return CompileUnavailable(
+        f"train.compile: torch.compile failed on this machine ({first_line}); "
+        "set train.compile=false"
+    )
+
+
+def is_compile_failure(err: BaseException) -> bool:
+    # Looked up, not imported: importing dynamo costs seconds, and without compile it is unused.
+    dynamo_exc = sys.modules.get("torch._dynamo.exc")
+    return dynamo_exc is not None and isinstance(err, dynamo_exc.BackendCompilerFailed)
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
@@ -93,16 +164,20 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     label_smoothing: float = 0.0,
+    channels_last: bool = False,
+    precision: str = "fp32",
 ) -> EpochStats:
     model.train()
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     device = next(model.parameters()).device
+    layout = memory_format(channels_last)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     for inputs, targets in batches.train_batches(batch_size, generator):
-        logits = model(inputs)
-        loss = criterion(logits, targets)
+        with autocast(device, precision):
+            logits = model(inputs.contiguous(memory_format=layout))
+            loss = criterion(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -119,14 +194,23 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: DeviceBatches, batch_size: int) -> float:
+def evaluate(
+    model: nn.Module,
+    batches: DeviceBatches,
+    batch_size: int,
+    channels_last: bool = False,
+    precision: str = "fp32",
+) -> float:
     """Test accuracy in [0, 1]."""
     model.eval()
     device = next(model.parameters()).device
+    layout = memory_format(channels_last)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     for inputs, targets in batches.test_batches(batch_size):
-        correct += (model(inputs).argmax(1) == targets).sum()
+        with autocast(device, precision):
+            logits = model(inputs.contiguous(memory_format=layout))
+        correct += (logits.argmax(1) == targets).sum()
         seen += targets.shape[0]
     # HOST SYNC: one read of the correct count per evaluation.
     return correct.item() / max(seen, 1)

@@ -397,9 +397,9 @@ def build_tuner(
     spec: SweepSpec, opts: LaunchOptions, storage: str, name: str, callbacks: list[Any]
 ) -> Any:
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
 
-    from ray_jobs.scheduler import ActivationDensityScheduler
+    from ray_jobs.result_log import KeepLocalJsonLoggerCallback
+    from ray_jobs.scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
     from ray_jobs.trainable import adprune_trainable
 
     trainable = tune.with_resources(
@@ -413,11 +413,13 @@ def build_tuner(
             resume_errored=True,
         )
     max_concurrent = opts.max_concurrent if opts.max_concurrent is not None else spec.max_concurrent
+    scheduler = ActivationDensityScheduler()
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            scheduler=ActivationDensityScheduler(),
+            scheduler=scheduler,
+            search_alg=RoundAwareVariantGenerator(scheduler),
             num_samples=opts.num_samples or spec.num_samples,
             max_concurrent_trials=max_concurrent or None,
             reuse_actors=True,
@@ -425,7 +427,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[make_progress_callback(), JsonLoggerCallback(), *callbacks],
+            callbacks=[make_progress_callback(), KeepLocalJsonLoggerCallback(), *callbacks],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,

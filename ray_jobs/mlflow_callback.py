@@ -281,7 +281,8 @@ class MlflowCallback(Callback):
         complete = self._writer.stop(self.drain_timeout_s) if self._writer else True
         self.recorder.echo(
             f"mlflow: {self.recorder.writes} records written in "
-            f"{self.recorder.busy_s:.1f}s of writer time"
+            f"{self.recorder.busy_cpu_s:.1f}s of writer CPU time "
+            f"({self.recorder.busy_s:.1f}s wall)"
         )
         if not complete:
             self.recorder.echo(

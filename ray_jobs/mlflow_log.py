@@ -129,7 +129,10 @@ class Recorder:
         self._down_since: float | None = None
         self._last_attempt = 0.0
         self.writes = 0  # operations applied, for the closing line
-        self.busy_s = 0.0  # time the driver spent writing to the store
+        self.busy_s = 0.0  # wall time spent writing to the store
+        # CPU time of those writes: on cores shared with trials the wall time mostly
+        # measures waiting for a core, the CPU time what logging takes from the trials.
+        self.busy_cpu_s = 0.0
 
     # ------------------------------------------------------------------ pickling
 
@@ -140,6 +143,7 @@ class Recorder:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.busy_cpu_s = 0.0  # absent from sweeps pickled by earlier versions
         self.__dict__.update(state)
         self.echo = click.echo
 
@@ -183,11 +187,12 @@ class Recorder:
 
     def flush(self) -> bool:
         """Write every pending operation in order; False if the store is (still) down."""
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
             return self._flush()
         finally:
             self.busy_s += time.perf_counter() - started
+            self.busy_cpu_s += time.thread_time() - started_cpu
 
     def _flush(self) -> bool:
         self._last_attempt = time.monotonic()

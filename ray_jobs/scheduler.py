@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator
 
 from adprune_core.criteria import Decision, decide
 from adprune_core.spec import SweepSpec, spec_from_dict
@@ -26,7 +27,43 @@ REQUIRED_FIELDS = ("phase", "round", "epoch", "widths", "ad_history", "layer_ad"
 class ActivationDensityScheduler(FIFOScheduler):
     """Runs trials first-in first-out and acts on the method's rho and delta criteria."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Trials PAUSEd by rho that have not reported from net[i+1] yet; read by
+        # :class:`RoundAwareVariantGenerator` so their actors stay cached for the restart.
+        self.between_rounds: set[str] = set()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A restored sweep starts with no knowledge of transitions (see the generator).
+        self.__dict__.update(state)
+        self.between_rounds = set()
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self.between_rounds.discard(trial.trial_id)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self.between_rounds.discard(trial.trial_id)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.between_rounds.discard(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        """A trial PAUSEd between rounds goes before any trial not yet started.
+
+        FIFO's default starts every PENDING trial first, so with more trials than slots a
+        trial waited for a whole other trial's round before training net[i+1]. Resuming it
+        at once keeps its round transition to Tune's pause-and-restart time on a reused
+        actor, and finishes trials (and their MLflow records) one after another.
+        """
+        trials = tune_controller.get_trials()
+        for status in ("PAUSED", "PENDING"):
+            for trial in trials:
+                if trial.status == status:
+                    return trial
+        return None
+
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        self.between_rounds.discard(trial.trial_id)
         if result.get("diverged"):
             return TrialScheduler.STOP
         missing = [k for k in REQUIRED_FIELDS if k not in result]
@@ -39,7 +76,33 @@ class ActivationDensityScheduler(FIFOScheduler):
         if decision.action == "stop" or result.get("schedule_done"):
             return TrialScheduler.STOP
         trial.set_config(with_transition(trial.config, result, decision))
+        self.between_rounds.add(trial.trial_id)
         return TrialScheduler.PAUSE
+
+
+class RoundAwareVariantGenerator(BasicVariantGenerator):
+    """Tune's grid/random variant generator that does not call the search finished while a
+    trial is between rounds.
+
+    Tune caches a stopping actor for reuse only while the search is unfinished or another
+    trial is staged. Once every trial had started, a trial PAUSEd by rho therefore lost its
+    actor, and net[i+1] waited for a new worker process to start and import torch (2-9 s
+    on 2 cores). Tune ends the sweep when every trial is done and the search is finished;
+    a trial between rounds is not done, so this never holds a sweep open.
+    """
+
+    def __init__(self, scheduler: ActivationDensityScheduler, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._scheduler = scheduler
+
+    def is_finished(self) -> bool:
+        return super().is_finished() and not self._scheduler.between_rounds
+
+    def get_state(self) -> dict[str, Any] | bool:
+        state = super().get_state()
+        if isinstance(state, dict):
+            state.pop("_scheduler", None)  # the scheduler is restored on its own
+        return state
 
 
 def trial_spec(trial: Trial) -> SweepSpec:

@@ -231,13 +231,15 @@ def diverged_metrics(schedule: PruneSchedule, reason: str) -> dict[str, Any]:
     }
 
 
-def process_metrics(epoch_seconds: float) -> dict[str, float]:
-    """This epoch's own time, the report's wall clock, and the process's memory (for the
-    benchmarks: round transitions and growth across rounds)."""
+def process_metrics(epoch_seconds: float, entered: float) -> dict[str, float]:
+    """This epoch's own time, the report's wall clock, when this (re)start of the trainable
+    began, and the process's memory (for the benchmarks: round transitions and growth across
+    rounds)."""
     with open("/proc/self/statm") as statm:
         rss_pages = int(statm.read().split()[1])
     return {
         "epoch_seconds": epoch_seconds,
+        "trainable_entered": entered,
         "threads": threading.active_count(),
         "report_time": time.time(),
         "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
@@ -255,6 +257,7 @@ def _node_ip() -> str:
 
 
 def adprune_trainable(config: dict[str, Any]) -> None:
+    entered = time.time()
     spec = spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
     schedule, note = load_schedule(spec, cached_dataset(spec))
@@ -274,7 +277,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
             # ends the trial before it could run any more code.
             schedule.advance(decision)
         metrics = epoch_metrics(schedule, result, decision)
-        metrics.update(process_metrics(time.perf_counter() - started))
+        metrics.update(process_metrics(time.perf_counter() - started, entered))
         if note:
             metrics["checkpoint_fallback"], note = note, ""
         tune.report(metrics, checkpoint=save_checkpoint(schedule))
