@@ -78,9 +78,6 @@ class DensityMonitor:
         # forward finds the same tensors in every batch and epoch.
         self._positives = [torch.zeros(w, dtype=torch.int64, device=device) for w in model.widths]
         self._elements = [torch.zeros((), dtype=torch.int64, device=device) for _ in self.relus]
-        # Host-side element totals added at read(); zero unless a caller seeds the counters
-        # (with _positives) to stand in for a long epoch.
-        self._per_channel_elements = [0] * len(self.relus)
 
     def __enter__(self) -> DensityMonitor:
         self.attach()
@@ -132,16 +129,13 @@ class DensityMonitor:
     def reset(self) -> None:
         for counter in (*self._positives, *self._elements):
             counter.zero_()
-        self._per_channel_elements = [0] * len(self.relus)
 
     def read(self, reset: bool = True) -> DensityReading:
         """Densities since the last reset. The one host-device sync per epoch happens here."""
         layer_count = len(self.relus)
         # HOST SYNC: the single device->host transfer of all counters for this epoch.
         host = torch.cat([*self._positives, torch.stack(self._elements)]).cpu().tolist()
-        elements = [
-            n + seeded for n, seeded in zip(host[-layer_count:], self._per_channel_elements)
-        ]
+        elements = host[-layer_count:]
         if not all(elements):
             raise RuntimeError("no counted forward pass reached every prunable layer")
         layers, channels, offset = [], [], 0

@@ -419,9 +419,9 @@ def build_tuner(
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
-            search_alg=RoundAwareVariantGenerator(scheduler),
+            # Tune applies max_concurrent_trials only to its own default generator.
+            search_alg=RoundAwareVariantGenerator(scheduler, max_concurrent=max_concurrent or 0),
             num_samples=opts.num_samples or spec.num_samples,
-            max_concurrent_trials=max_concurrent or None,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(

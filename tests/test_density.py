@@ -101,8 +101,9 @@ def test_counters_are_int64_on_the_model_device_and_reset():
 def test_int64_counts_do_not_overflow_past_2_31():
     model = build_model("cnn2", [1, 1], num_classes=2, input_size=8, in_channels=1)
     monitor = DensityMonitor(model)
-    monitor._positives[0] = torch.tensor([2**31 - 10], dtype=torch.int64)
-    monitor._per_channel_elements[0] = 2**32
+    # Seed the device counters as a long epoch would have left them.
+    monitor._positives[0].fill_(2**31 - 10)
+    monitor._elements[0].fill_(2**32)
     with torch.no_grad(), monitor:
         model.train()(torch.randn(1, 1, 8, 8))
         reading = monitor.read()

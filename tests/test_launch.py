@@ -116,6 +116,40 @@ def test_launch_and_run_choose_the_same_widths(sweep, tmp_path):
         )
 
 
+@pytest.mark.parametrize(
+    "one_slot",
+    [["--max-concurrent", "1"], ["--set", f"resources.cpu={os.cpu_count()}"]],
+    ids=["max-concurrent", "all-cores-per-trial"],
+)
+def test_rounds_restart_on_the_same_actor_and_keep_every_row(tmp_path, one_slot):
+    """One slot, three trials: a trial PAUSEd by rho resumes before the next trial starts, on
+    the same (reused) worker process, and result.json keeps the report that ended each round."""
+    text = SPEC.replace("grid: [0.005, 0.05]", "grid: [0.005, 0.02, 0.05]")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    proc = subprocess.run(
+        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs"), *one_slot],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = list(trial_results(tmp_path).values())
+    assert len(results) == 3
+    for rows in results:
+        assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1))
+        assert (
+            sum(r["decision"] == "next_round" for r in rows) == len({r["round"] for r in rows}) - 1
+        )
+    # Each trial ran all its rounds before the next trial started.
+    spans = sorted((rows[0]["report_time"], rows[-1]["report_time"]) for rows in results)
+    for (_, end), (next_start, _) in zip(spans, spans[1:]):
+        assert end < next_start
+    # One worker process trained every round of every trial.
+    assert len({r["pid"] for rows in results for r in rows}) == 1
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
