@@ -459,9 +459,9 @@ class DeviceBatches:
         if generator.device.type != "cpu":
             raise ValueError("train_batches needs a CPU torch.Generator (for reproducibility)")
         # The epoch's order, crop offsets and flips are drawn up front and cross to the
-        # device in one copy: a CPU -> GPU copy per batch would make the host wait for the
-        # GPU every step. HOST SYNC: at most this one copy per epoch, none per batch.
-        draws = self._epoch_draws(generator).to(self.device)
+        # device in one copy: a blocking CPU -> GPU copy per batch would make the host wait
+        # for the GPU every step.
+        draws = to_device_without_sync(self._epoch_draws(generator), self.device)
         order, offsets, flips = draws[0], draws[1:3], draws[3].bool()
         for start in range(0, self.num_train, batch_size):
             idx = order[start : start + batch_size]
@@ -490,6 +490,17 @@ class DeviceBatches:
                 self.test_x[start : start + batch_size],
                 self.test_y[start : start + batch_size],
             )
+
+
+def to_device_without_sync(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``, without making the host wait for a GPU.
+
+    A copy from pageable memory synchronizes the stream; from pinned memory it is queued
+    (the caching host allocator keeps the pinned buffer alive until the copy has run).
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _check_batch_size(batch_size: int) -> None:
