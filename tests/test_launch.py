@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import launch_cli
 from mlflow_store import check_store_matches, client_for
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
@@ -125,15 +126,7 @@ def test_rounds_restart_on_the_same_actor_and_keep_every_row(tmp_path, one_slot)
     """One slot, three trials: a trial PAUSEd by rho resumes before the next trial starts, on
     the same (reused) worker process, and result.json keeps the report that ended each round."""
     text = SPEC.replace("grid: [0.005, 0.05]", "grid: [0.005, 0.02, 0.05]")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    proc = subprocess.run(
-        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs"), *one_slot],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    proc = launch_cli(tmp_path, text, *one_slot)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = list(trial_results(tmp_path).values())
     assert len(results) == 3
