@@ -3,7 +3,9 @@ the trial (STOP, or a final phase first).
 
 Stateless across ``Tuner.restore`` (ray#30838): every decision is made from the reported
 result and ``trial.config`` alone, with :func:`adprune_core.criteria.decide`, the function
-``adprune-sweep run`` uses.
+``adprune-sweep run`` uses. The one thing it tracks, which trials are between rounds, only
+keeps their actors cached; a restored sweep starts without it and merely restarts those
+trials on new workers.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ REQUIRED_FIELDS = ("phase", "round", "epoch", "widths", "ad_history", "layer_ad"
 
 
 class ActivationDensityScheduler(FIFOScheduler):
-    """Runs trials first-in first-out and acts on the method's rho and delta criteria."""
+    """Acts on the method's rho and delta criteria; starts trials first-in first-out, with
+    trials paused between rounds ahead of those not yet started."""
 
     def __init__(self) -> None:
         super().__init__()
