@@ -1,0 +1,51 @@
+"""adprune-sweep on Ray Tune and MLflow, for scripts as well as the CLI.
+
+Three rooms, with imports flowing one way (``cli`` -> ``sweep`` -> ``tracking`` and
+``cli`` -> ``results`` -> ``tracking``):
+
+- :mod:`ray_jobs.sweep`: the Tune side (trainable, scheduler, launch);
+- :mod:`ray_jobs.tracking`: writing MLflow (journal, run keys, recorder, Tune callback);
+- :mod:`ray_jobs.results`: reading sweeps back (records, compare, the Pareto front, ui).
+
+This package joins them: :func:`launch` runs a sweep whose sweep run ends with its own front.
+Everything else is exported from where it lives, loaded on first use::
+
+    from adprune_core import load_spec
+    from ray_jobs import LaunchOptions, launch
+
+    result = launch(load_spec("sweeps/quickstart.yaml"), LaunchOptions(name="mine"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adprune_core._exports import lazy_exports
+
+__getattr__, __dir__, _lazy_names = lazy_exports(
+    __name__,
+    {
+        "ActivationDensityScheduler": ".sweep",
+        "RoundAwareVariantGenerator": ".sweep",
+        "adprune_trainable": ".sweep",
+        "LaunchOptions": ".sweep",
+        "LaunchError": ".sweep",
+        "SweepResult": ".sweep",
+        "compare_trials": ".results",
+        "export_pareto": ".results",
+        "load_networks": ".results",
+        "load_trials": ".results",
+    },
+)
+__all__ = sorted([*_lazy_names, "launch"])
+
+
+def launch(spec: Any, options: Any = None) -> Any:
+    """Run a sweep of ``spec`` (an :class:`adprune_core.SweepSpec`) with Ray Tune, recording
+    sweep -> trial -> net[i] runs in MLflow and, at the end, the sweep's accuracy/MAC front
+    on its sweep run. ``options`` is a :class:`LaunchOptions`; returns a :class:`SweepResult`.
+    """
+    from ray_jobs.results import sweep_front
+    from ray_jobs.sweep import launch as launch_sweep
+
+    return launch_sweep(spec, options, sweep_end_report=sweep_front)

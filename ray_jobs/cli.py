@@ -152,10 +152,10 @@ def run(
     spec_path: str, overrides: tuple[str, ...], output: str | None, device: str | None, quiet: bool
 ) -> None:
     """Run one full prune schedule in this process (no Ray, no MLflow)."""
-    from ray_jobs.single import run_single
+    from adprune_core.runner import run_spec_file
 
     extra = (f"train.device={device}",) if device else ()
-    run_single(spec_path, overrides + extra, output, quiet)
+    run_spec_file(spec_path, overrides + extra, output, quiet, echo=click.echo)
 
 
 # ---------------------------------------------------------------------------- launch
@@ -207,23 +207,22 @@ def launch(
 
     Every net[i] each trial trains is recorded in MLflow as sweep -> trial -> net[i] runs.
     """
-    from ray_jobs.launch import LaunchOptions
-    from ray_jobs.launch import launch as run_launch
+    from adprune_core.spec import load_spec
+    from ray_jobs import LaunchOptions
+    from ray_jobs import launch as launch_sweep
 
-    run_launch(
-        LaunchOptions(
-            spec_path,
-            overrides,
-            cluster,
-            storage,
-            name,
-            resume,
-            num_samples,
-            max_concurrent,
-            max_failures,
-            tracking_uri,
-        )
+    options = LaunchOptions(
+        cluster=cluster,
+        storage=storage,
+        name=name,
+        resume=resume,
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+        tracking_uri=tracking_uri,
+        spec_label=spec_path,
     )
+    launch_sweep(load_spec(spec_path, overrides), options)
 
 
 # ---------------------------------------------------------------------------- MLflow
@@ -252,7 +251,7 @@ TRACKING_URI_OPTION = click.option(
 @user_errors
 def ui(port: int, host: str, tracking_uri: str | None) -> None:
     """Start the MLflow UI over the sweep store (Ctrl-C to stop)."""
-    from ray_jobs.mlflow_views import serve_ui
+    from ray_jobs.results import serve_ui
 
     sys.exit(serve_ui(tracking_uri, host, port))
 
@@ -290,7 +289,7 @@ def compare(
     tracking_uri: str | None,
 ) -> None:
     """One row per trial: swept thresholds, final widths, accuracy, MAC reduction, rounds."""
-    from ray_jobs.mlflow_views import compare_trials
+    from ray_jobs.results import compare_trials
 
     click.echo(compare_trials(tracking_uri, experiments, sweeps, sort_by, desc, fmt))
 
@@ -330,7 +329,7 @@ def pareto(
     tracking_uri: str | None,
 ) -> None:
     """Export the accuracy vs OPS-reduction front of every trained network (parquet)."""
-    from ray_jobs.mlflow_views import export_pareto
+    from ray_jobs.results import export_pareto
 
     export_pareto(tracking_uri, experiments, sweeps, output, csv_path, plot_path, objectives)
 

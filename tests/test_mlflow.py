@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -259,13 +260,24 @@ def test_unreachable_tracking_server_fails_before_training(tmp_path):
 
 
 def test_server_down_then_up_queues_records_and_writes_them(tmp_path):
-    """A recorder whose server is not up yet queues on disk, then writes everything once."""
-    from ray_jobs.mlflow_log import QUEUE_FILE, Recorder, SweepInfo
+    """A writer whose server is not up yet keeps its journal, then writes everything once."""
+    from ray_jobs.tracking import (
+        QUEUE_FILE,
+        BackgroundWriter,
+        Journal,
+        Recorder,
+        RetryingDelivery,
+        RunResolver,
+        SweepInfo,
+    )
 
     server = MlflowServer(tmp_path / "late-server")
     info = SweepInfo("s1", "late", "adprune-late", server.uri, {"a": 1}, [], "cnn2", "synthetic")
     messages = []
-    recorder = Recorder(info, tmp_path, echo=messages.append, retry_interval_s=0)
+    journal = Journal(tmp_path)
+    recorder = Recorder(RunResolver(info))
+    delivery = RetryingDelivery(recorder.apply, server.uri, journal.path, messages.append, 0.2)
+    writer = BackgroundWriter(delivery, journal)
     epoch = {
         "op": "epoch",
         "trial": "t0",
@@ -275,14 +287,20 @@ def test_server_down_then_up_queues_records_and_writes_them(tmp_path):
         "widths": [4, 4],
         "metrics": {"ad_total": 0.5},
     }
-    recorder.submit({"op": "sweep_start"})
-    recorder.submit({**epoch, "epoch": 1})
-    assert (tmp_path / QUEUE_FILE).exists() and "queued" in messages[0]
+    writer.start([])
+    writer.put({"op": "sweep_start"})
+    writer.put({**epoch, "epoch": 1})
+    deadline = time.monotonic() + 60
+    while not messages and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "queued" in messages[0]
+    assert (tmp_path / QUEUE_FILE).exists()
     assert len((tmp_path / QUEUE_FILE).read_text().splitlines()) == 2
     server.start()
     try:
-        recorder.submit({**epoch, "epoch": 2})
-        recorder.submit({**epoch, "epoch": 2})  # a re-reported epoch is written once
+        writer.put({**epoch, "epoch": 2})
+        writer.put({**epoch, "epoch": 2})  # a re-reported epoch is written once
+        assert writer.stop(timeout_s=60)
         assert not (tmp_path / QUEUE_FILE).exists()
         assert "answering again" in messages[-1]
         client = MlflowClient(server.uri)

@@ -14,8 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlflow_store import all_runs, client_for
 
-from ray_jobs.pareto import Objective, front_mask, non_dominated, ordered, parse_objectives
-from ray_jobs.records import NetworkRow
+from ray_jobs.results import (
+    NetworkRow,
+    Objective,
+    front_mask,
+    non_dominated,
+    ordered,
+    parse_objectives,
+)
 
 
 def brute_force_front(points):

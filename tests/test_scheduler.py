@@ -9,8 +9,8 @@ from ray.tune.schedulers import TrialScheduler
 from adprune_core.data import load_dataset
 from adprune_core.schedule import PruneSchedule
 from adprune_core.spec import spec_from_dict, spec_to_dict
-from ray_jobs.scheduler import ActivationDensityScheduler
-from ray_jobs.trainable import epoch_metrics
+from ray_jobs.sweep import ActivationDensityScheduler
+from ray_jobs.sweep._trainable import epoch_metrics
 
 OVERRIDES = [
     "model.arch=cnn2",

@@ -7,10 +7,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray_jobs.mlflow_log import CLOSED_TAG, KIND_TAG, PARENT_TAG
-from ray_jobs.tracking import TrackingError, experiment_ids
+from ray_jobs.tracking.keys import CLOSED_TAG, KIND_TAG, NET_KIND, PARENT_TAG, TRIAL_KIND
+from ray_jobs.tracking.store import (
+    TrackingError,
+    check_store,
+    experiment_ids,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 
 PAGE_SIZE = 1000
+
+
+def existing_store(option: str | None) -> tuple[str, Any]:
+    """The URI and a client, for a store that already holds sweeps (no empty one is made)."""
+    uri = resolve_tracking_uri(option)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise TrackingError(
+            f"no MLflow store at {db}; run a sweep first (adprune-sweep launch SPEC.yaml) "
+            "or pass --tracking-uri"
+        )
+    return uri, check_store(uri)
 
 
 @dataclass
@@ -106,7 +124,8 @@ def load_trials(
 ) -> list[TrialRow]:
     ids = experiment_ids(client, tuple(experiments))
     names = {v: k for k, v in ids.items()}
-    runs = select_sweeps(all_runs(client, ids.values(), f"tags.`{KIND_TAG}` = 'trial'"), sweeps)
+    where = f"tags.`{KIND_TAG}` = '{TRIAL_KIND}'"
+    runs = select_sweeps(all_runs(client, ids.values(), where), sweeps)
     check_sweeps_found(runs, sweeps, experiments)
     return [trial_row(run, names[run.info.experiment_id]) for run in runs]
 
@@ -142,8 +161,8 @@ def load_networks(
     """Every closed net[i] run (search rounds and final phase) of the selected sweeps."""
     ids = experiment_ids(client, tuple(experiments))
     names = {v: k for k, v in ids.items()}
-    where = f"tags.`{KIND_TAG}` = 'net' and tags.`{CLOSED_TAG}` = 'true'"
-    trial_where = f"tags.`{KIND_TAG}` = 'trial'"
+    where = f"tags.`{KIND_TAG}` = '{NET_KIND}' and tags.`{CLOSED_TAG}` = 'true'"
+    trial_where = f"tags.`{KIND_TAG}` = '{TRIAL_KIND}'"
     if sweep_id is not None:
         where += f" and tags.sweep_id = '{sweep_id}'"
         trial_where += f" and tags.sweep_id = '{sweep_id}'"

@@ -1,18 +1,22 @@
-"""``adprune-sweep run``: one schedule in-process, with progress and a Table-I summary."""
+"""One schedule in this process, with progress lines and the paper's Table I for it.
+
+What ``adprune-sweep run`` does, and what a script calls to run a spec without Ray: the same
+decisions as a sweep trial (:func:`adprune_core.criteria.decide`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import click
-
+from adprune_core.criteria import Decision
 from adprune_core.report import decision_line, epoch_line, rounds_table, summary_lines
-from adprune_core.schedule import PruneSchedule, summarize
-from adprune_core.spec import SpecError, load_spec, spec_to_dict
+from adprune_core.schedule import EpochResult, PruneSchedule, summarize
+from adprune_core.spec import SpecError, SweepSpec, load_spec, spec_to_dict
+
+Echo = Callable[[str], None]
 
 
 def check_output_path(output: str | None) -> None:
@@ -26,45 +30,58 @@ def check_output_path(output: str | None) -> None:
         raise SpecError(f"-o {output}: folder {parent} is not writable")
 
 
-def run_single(spec_path: str, overrides: Sequence[str], output: str | None, quiet: bool) -> dict:
+def run_spec_file(
+    spec_path: str,
+    overrides: Sequence[str] = (),
+    output: str | None = None,
+    quiet: bool = False,
+    echo: Echo = print,
+) -> dict:
+    """Load ``spec_path`` (with ``KEY=VALUE`` overrides), run it, and write the JSON summary
+    to ``output`` if given."""
     spec = load_spec(spec_path, overrides)
     check_output_path(output)
+    payload = run_schedule(spec, quiet, echo)
+    if output:
+        Path(output).write_text(json.dumps(payload, indent=2))
+        echo(f"summary written to {output}")
+    return payload
+
+
+def run_schedule(spec: SweepSpec, quiet: bool = False, echo: Echo = print) -> dict:
+    """Run ``spec``'s whole schedule; the spec, the summary and a record per network."""
     if spec.search:
-        click.echo(
+        echo(
             f"note: run trains the spec's base values; its search over "
             f"{', '.join(spec.search)} is for `adprune-sweep launch`"
         )
     start = time.perf_counter()
     schedule = PruneSchedule(spec)
     data = schedule.data
-    click.echo(
+    echo(
         f"{spec.name}: {spec.model.arch} on {spec.data.dataset} "
         f"({len(data.train_y)} train / {len(data.test_y)} test, {data.num_classes} classes) "
         f"on {schedule.device}"
     )
 
-    def on_epoch(result, decision) -> None:
+    def on_epoch(result: EpochResult, decision: Decision) -> None:
         if not quiet:
-            click.echo(epoch_line(result))
+            echo(epoch_line(result))
         line = decision_line(result, decision, schedule.state)
         if line:
-            click.echo(line)
+            echo(line)
 
     state = schedule.run(on_epoch)
     summary = summarize(state)
-    click.echo("")
-    click.echo(rounds_table(state))
+    echo("")
+    echo(rounds_table(state))
     for line in summary_lines(summary):
-        click.echo(line)
+        echo(line)
     elapsed = time.perf_counter() - start
-    click.echo(f"wall time {elapsed:.1f}s")
-    payload = {
+    echo(f"wall time {elapsed:.1f}s")
+    return {
         "spec": spec_to_dict(spec),
         "summary": summary.__dict__,
         "records": [r.__dict__ for r in state.records],
         "wall_time_s": elapsed,
     }
-    if output:
-        Path(output).write_text(json.dumps(payload, indent=2))
-        click.echo(f"summary written to {output}")
-    return payload

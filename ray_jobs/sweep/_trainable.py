@@ -2,7 +2,7 @@
 whole prune schedule, reporting once per epoch with a checkpoint.
 
 The trainable does not end rounds on its own: it reports, and the
-:class:`~ray_jobs.scheduler.ActivationDensityScheduler` PAUSEs it with the next network's
+:class:`~ray_jobs.sweep.ActivationDensityScheduler` PAUSEs it with the next network's
 widths in ``trial.config["transition"]``; Tune then restarts it from the checkpoint of that
 report, and the trainable applies the transition before training net[i+1].
 """

@@ -1,0 +1,43 @@
+"""Reading sweeps back out of MLflow: records, ``compare``, the Pareto front and its exports,
+plots, and ``ui``.
+
+- ``_records``: rows from the store (:class:`NetworkRow`, :class:`TrialRow`).
+- ``_compare``: one row per trial (:func:`compare_trials`).
+- ``_front``: objectives and the non-dominated rule (:func:`front_mask`).
+- ``_export``: the front as parquet/CSV (:func:`export_pareto`), and each sweep's own front
+  (:func:`sweep_front`, handed to the recorder when a sweep ends).
+- ``_plots``: the front as a PNG.
+- ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
+
+Never imports ``ray_jobs.sweep``; of ``ray_jobs.tracking`` it uses only the run keys and tag
+names (``keys``) and where the store is (``store``), never the writer.
+"""
+
+from adprune_core._exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "NetworkRow": "._records",
+        "TrialRow": "._records",
+        "load_networks": "._records",
+        "load_trials": "._records",
+        "existing_store": "._records",
+        "compare_trials": "._compare",
+        "Objective": "._front",
+        "DEFAULT_OBJECTIVES": "._front",
+        "OBJECTIVE_COLUMNS": "._front",
+        "parse_objectives": "._front",
+        "non_dominated": "._front",
+        "front_mask": "._front",
+        "ordered": "._front",
+        "front_table": "._export",
+        "write_parquet": "._export",
+        "write_csv": "._export",
+        "export_pareto": "._export",
+        "sweep_front": "._export",
+        "SweepFront": "._export",
+        "plot_front": "._plots",
+        "serve_ui": "._ui",
+    },
+)

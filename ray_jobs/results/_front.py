@@ -1,0 +1,116 @@
+"""The accuracy vs OPS-reduction front over trained networks: objectives and the rule.
+
+Front rule: a network is on the front when no other network is at least as good on every
+objective and strictly better on one. Networks with identical objective values do not
+dominate each other, so ties and exact duplicates are all kept (all on, or all off, the
+front). A network with a missing (NaN) objective is never on the front and dominates none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from adprune_core.spec import SpecError
+from ray_jobs.results._records import NetworkRow
+
+OBJECTIVE_COLUMNS = (
+    "accuracy",
+    "mac_reduction",
+    "param_reduction",
+    "training_complexity",
+    "params",
+    "macs",
+    "energy_j",
+    "epochs",
+)
+DEFAULT_OBJECTIVES = "accuracy:max,mac_reduction:max"
+UNITS = {
+    "accuracy": "test accuracy (%)",
+    "mac_reduction": "MAC (OPS) reduction vs net0 (x)",
+    "param_reduction": "parameter reduction vs net0 (x)",
+    "training_complexity": "training complexity (net0-epoch equivalents, Eq. 1)",
+    "params": "parameters (count)",
+    "macs": "MACs per image (count)",
+    "energy_j": "energy per image (J)",
+    "epochs": "epochs trained",
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    column: str
+    sense: str  # "max" or "min"
+
+    def __str__(self) -> str:
+        return f"{self.column}:{self.sense}"
+
+
+def parse_objectives(text: str) -> list[Objective]:
+    objectives = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        column, _, sense = part.partition(":")
+        sense = sense or "max"
+        if column not in OBJECTIVE_COLUMNS:
+            raise SpecError(
+                f"--objectives {part}: unknown column {column!r}; "
+                f"choose from {', '.join(OBJECTIVE_COLUMNS)}"
+            )
+        if sense not in ("max", "min"):
+            raise SpecError(f"--objectives {part}: expected :max or :min after the column")
+        objectives.append(Objective(column, sense))
+    if not 2 <= len(objectives) <= len(OBJECTIVE_COLUMNS):
+        raise SpecError("--objectives: give at least two, e.g. accuracy:max,mac_reduction:max")
+    if len({o.column for o in objectives}) != len(objectives):
+        raise SpecError("--objectives: a column is named twice")
+    return objectives
+
+
+def non_dominated(points: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Mask of rows of ``points`` (larger is better in every column) that nothing dominates."""
+    points = np.asarray(points, dtype=float)
+    valid = ~np.isnan(points).any(axis=1)
+    on_front = valid.copy()
+    candidates = points[valid]
+    for start in range(0, len(points), chunk):
+        block = points[start : start + chunk]
+        # others[j] dominates block[i]: >= everywhere and > somewhere.
+        ge = (candidates[None, :, :] >= block[:, None, :]).all(axis=2)
+        gt = (candidates[None, :, :] > block[:, None, :]).any(axis=2)
+        dominated = (ge & gt).any(axis=1)
+        on_front[start : start + chunk] &= ~dominated
+    return on_front
+
+
+def objective_matrix(rows: Sequence[NetworkRow], objectives: Sequence[Objective]) -> np.ndarray:
+    matrix = np.array(
+        [[float(getattr(r, o.column)) for o in objectives] for r in rows], dtype=float
+    ).reshape(len(rows), len(objectives))
+    signs = np.array([1.0 if o.sense == "max" else -1.0 for o in objectives])
+    return matrix * signs
+
+
+def front_mask(rows: Sequence[NetworkRow], objectives: Sequence[Objective]) -> list[bool]:
+    if not rows:
+        return []
+    return [bool(x) for x in non_dominated(objective_matrix(rows, objectives))]
+
+
+def ordered(
+    rows: Sequence[NetworkRow], mask: Sequence[bool], objectives: Sequence[Objective]
+) -> list[tuple[NetworkRow, bool]]:
+    """Front first, each part best-first by the objectives in order, then by run id."""
+
+    def key(pair: tuple[NetworkRow, bool]) -> tuple:
+        row, on_front = pair
+        values = []
+        for o in objectives:
+            value = float(getattr(row, o.column))
+            value = -math.inf if math.isnan(value) else value
+            values.append(-value if o.sense == "max" else value)
+        return (not on_front, *values, row.run_id)
+
+    return sorted(zip(rows, mask), key=key)

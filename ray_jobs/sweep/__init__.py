@@ -1,0 +1,32 @@
+"""The Tune side of a sweep: every trial runs a whole prune schedule.
+
+- ``_trainable``: the function trainable (:func:`adprune_trainable`), one schedule per trial.
+- ``_scheduler``: :class:`ActivationDensityScheduler` (the rho and delta decisions) and
+  :class:`RoundAwareVariantGenerator` (grid/random search that keeps actors between rounds).
+- ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).
+- ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary.
+- ``_ray_runtime``: starting or connecting to Ray, and checking the cluster fits the sweep.
+- ``_folders``: the storage root, sweep names and each sweep's identity file.
+- ``_recording``: the MLflow callback for a sweep, the store check, the closing line.
+- ``_progress``: progress lines and the trial table.
+- ``_result_log``: Tune's JSON result logger, keeping every row across round transitions.
+
+Imports ``ray_jobs.tracking`` to record, never ``ray_jobs.results``.
+"""
+
+from adprune_core._exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "adprune_trainable": "._trainable",
+        "ActivationDensityScheduler": "._scheduler",
+        "RoundAwareVariantGenerator": "._scheduler",
+        "param_space": "._search_space",
+        "launch": "._launch",
+        "LaunchOptions": "._launch",
+        "SweepResult": "._launch",
+        "LaunchError": "._errors",
+        "start_ray": "._ray_runtime",
+    },
+)

@@ -1,0 +1,9 @@
+"""The sweep side's user-facing error."""
+
+from __future__ import annotations
+
+from adprune_core.spec import SpecError
+
+
+class LaunchError(SpecError):
+    """A launch option that cannot work (cluster, storage, resume); one line, exit 2."""

@@ -1,0 +1,179 @@
+"""``launch``: a Ray Tune sweep where every trial runs a whole prune schedule."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from adprune_core.report import format_table
+from adprune_core.spec import SweepSpec
+from ray_jobs.sweep._errors import LaunchError
+from ray_jobs.sweep._folders import (
+    check_name,
+    save_identity,
+    storage_root,
+    sweep_home,
+    sweep_identity,
+)
+from ray_jobs.sweep._progress import SUMMARY_HEADERS, make_progress_callback, summary_rows
+from ray_jobs.sweep._ray_runtime import (
+    check_resources,
+    check_shared_storage,
+    local_resources,
+    start_ray,
+)
+from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
+from ray_jobs.sweep._search_space import param_space
+
+if TYPE_CHECKING:
+    from ray_jobs.tracking import SweepEndReport
+
+# Tune's CSV / TensorBoard loggers cannot take the list-valued fields every report carries
+# (widths, per-layer AD); results still land in each trial's result.json.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Checkpointing every epoch is the point (a restart loses at most one epoch); Tune's warning
+# about frequent experiment snapshots is expected here and would drown the progress lines.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+@dataclass
+class LaunchOptions:
+    """How to run a sweep of a spec; every field has the CLI's default."""
+
+    cluster: str | None = None  # None: embedded local Ray; "auto" or HOST:PORT: a cluster
+    storage: str | None = None  # trial state and checkpoints; default ./runs
+    name: str | None = None  # default: the spec's name
+    resume: bool = False
+    num_samples: int | None = None  # overrides the spec's
+    max_concurrent: int | None = None  # overrides the spec's
+    max_failures: int = 3  # retries per trial, each from its last checkpoint
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else ./mlruns sqlite
+    spec_label: str = "spec"  # how errors name the spec (its file, from the CLI)
+
+
+@dataclass
+class SweepResult:
+    """What a finished (or interrupted) sweep leaves: where it is, and a row per trial."""
+
+    name: str
+    sweep_id: str
+    experiment: str
+    tracking_uri: str
+    path: str
+    rows: list[list[str]] = field(default_factory=list)
+    grid: Any = None  # Tune's ResultGrid
+
+    @property
+    def table(self) -> str:
+        return format_table(SUMMARY_HEADERS, self.rows)
+
+
+def build_tuner(
+    spec: SweepSpec, opts: LaunchOptions, storage: str, name: str, callbacks: list[Any]
+) -> Any:
+    from ray import tune
+
+    from ray_jobs.sweep._result_log import KeepLocalJsonLoggerCallback
+    from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
+    from ray_jobs.sweep._trainable import adprune_trainable
+
+    trainable = tune.with_resources(
+        adprune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
+    if opts.resume:
+        return tune.Tuner.restore(
+            str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+    max_concurrent = opts.max_concurrent if opts.max_concurrent is not None else spec.max_concurrent
+    scheduler = ActivationDensityScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            # Tune applies max_concurrent_trials only to its own default generator.
+            search_alg=RoundAwareVariantGenerator(scheduler, max_concurrent=max_concurrent or 0),
+            num_samples=opts.num_samples or spec.num_samples,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[make_progress_callback(), KeepLocalJsonLoggerCallback(), *callbacks],
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+
+
+def check_searches(spec: SweepSpec, opts: LaunchOptions) -> None:
+    if not opts.resume and not spec.search:
+        raise LaunchError(
+            f"{opts.spec_label}: search: the search space is empty; add e.g. "
+            "`search: {prune.rho.threshold: {grid: [0.001, 0.002]}}`, "
+            "or run one schedule with `adprune-sweep run`"
+        )
+
+
+def launch(
+    spec: SweepSpec,
+    opts: LaunchOptions | None = None,
+    sweep_end_report: SweepEndReport | None = None,
+) -> SweepResult:
+    """Run (or with ``opts.resume``, continue) a sweep of ``spec``, recording it in MLflow.
+
+    ``sweep_end_report`` gives the sweep run its end-of-sweep figures and files; see
+    :data:`ray_jobs.tracking.SweepEndReport`.
+    """
+    opts = opts or LaunchOptions()
+    check_searches(spec, opts)
+    if opts.cluster is None:
+        check_resources(spec, local_resources(), "local machine")
+    storage = storage_root(opts.storage)
+    name = opts.name or spec.name
+    check_name(storage, name, opts.resume)
+    home = sweep_home(storage, name)
+    identity = sweep_identity(home, opts.resume, opts.tracking_uri)
+    open_store(identity["tracking_uri"], spec.experiment)
+    where = start_ray(opts.cluster)
+    if opts.cluster is not None:
+        import ray
+
+        check_resources(spec, ray.cluster_resources(), where)
+        check_shared_storage(storage)
+    click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
+    click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
+    start = time.perf_counter()
+    # A restored Tuner brings back the callbacks it was launched with (and their state).
+    callbacks = (
+        []
+        if opts.resume
+        else [make_mlflow_callback(spec, identity, name, storage, home, sweep_end_report)]
+    )
+    tuner = build_tuner(spec, opts, storage, name, callbacks)
+    save_identity(home, identity)
+    grid = tuner.fit()
+    result = SweepResult(
+        name,
+        identity["sweep_id"],
+        spec.experiment,
+        identity["tracking_uri"],
+        f"{storage}/{name}",
+        summary_rows(grid, list(spec.search)),
+        grid,
+    )
+    click.echo("")
+    click.echo(result.table)
+    click.echo(f"{len(result.rows)} trials in {time.perf_counter() - start:.1f}s")
+    click.echo(mlflow_summary(identity, spec.experiment))
+    return result

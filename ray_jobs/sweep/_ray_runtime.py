@@ -1,0 +1,121 @@
+"""Starting an embedded local Ray or connecting to a cluster, and checking it can run the
+sweep: resources for one trial, and storage that every node sees."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from adprune_core.spec import SweepSpec
+from ray_jobs.sweep._errors import LaunchError
+
+
+def cluster_address(cluster: str) -> str:
+    if cluster in ("", "auto"):
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address:
+            raise LaunchError(
+                "--cluster auto: RAY_ADDRESS is not set; give the head's address (HOST:PORT)"
+            )
+        return address
+    return cluster
+
+
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, naming the address, instead of letting ray.init retry for a minute."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"--cluster {address}: expected HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = err.strerror or err.__class__.__name__
+        raise LaunchError(
+            f"--cluster {address}: no Ray cluster reachable there ({reason})"
+        ) from None
+
+
+def start_ray(cluster: str | None) -> str:
+    import logging
+
+    import ray
+
+    if cluster is None:
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,  # per-checkpoint worker chatter; progress comes from results
+        )
+        return "embedded local Ray"
+    address = cluster_address(cluster)
+    check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            # Ray >= 2.5x clusters use token auth by default; a client without it is refused.
+            hint = "; if the cluster uses token auth, set RAY_AUTH_MODE=token and its token"
+        raise LaunchError(f"--cluster {address}: cannot connect ({first_line}){hint}") from None
+    return f"Ray cluster at {address}"
+
+
+def local_resources() -> dict[str, float]:
+    """What the embedded Ray will have: every core, every visible CUDA device."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def check_resources(spec: SweepSpec, total: dict[str, float], where: str) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever in PENDING."""
+    for key, wanted in (("cpu", spec.resources.cpu), ("gpu", spec.resources.gpu)):
+        available = float(total.get(key.upper(), 0.0))
+        if wanted > available:
+            have = f"has {available:g}" if available else f"has no {key.upper()}"
+            raise LaunchError(
+                f"resources.{key}: each trial asks for {wanted:g} {key.upper()}, "
+                f"but the {where} {have}"
+            )
+
+
+def storage_seen(marker: str) -> bool:
+    return os.path.exists(marker)
+
+
+def check_shared_storage(storage: str) -> None:
+    """On a multi-node cluster, every node must see the trial folders under ``storage``."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) <= 1 or "://" in storage:
+        return
+    marker = Path(storage) / f".adprune-visible-{uuid.uuid4().hex}"
+    marker.write_text("")
+    probe = ray.remote(num_cpus=0)(storage_seen)
+    try:
+        seen = ray.get(
+            [
+                probe.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                ).remote(str(marker))
+                for n in nodes
+            ],
+            timeout=120,
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise LaunchError(
+            f"--storage {storage}: not visible from node(s) {', '.join(blind)}; a multi-node "
+            "cluster needs storage every node sees (a shared file system path, or s3://...): "
+            "since Ray 2.7, Tune no longer syncs trial folders to the head node"
+        )

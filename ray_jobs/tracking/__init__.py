@@ -1,0 +1,35 @@
+"""Writing a sweep to MLflow: sweep -> trial -> net[i] runs, each record exactly once.
+
+- :mod:`~ray_jobs.tracking.keys`: run keys and tag names, shared with the reading side.
+- :mod:`~ray_jobs.tracking.store`: the tracking URI, a client that fails fast, the experiment.
+- ``_journal``: the on-disk journal, delivery with retry, and the writer thread.
+- ``_runs``: resolving run keys to runs (:class:`RunResolver`).
+- ``_recorder``: applying operations to runs (:class:`Recorder`).
+- ``_callback``: the Tune callback that feeds them (:class:`MlflowCallback`).
+
+Never imports ``ray_jobs.sweep`` or ``ray_jobs.results``. Exports load on first use, so the
+reading side can import :mod:`keys` and :mod:`store` without Ray.
+"""
+
+from adprune_core._exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "MlflowCallback": "._callback",
+        "Recorder": "._recorder",
+        "SweepEndReport": "._recorder",
+        "RunResolver": "._runs",
+        "RunState": "._runs",
+        "SweepInfo": "._runs",
+        "BackgroundWriter": "._journal",
+        "Journal": "._journal",
+        "RetryingDelivery": "._journal",
+        "QUEUE_FILE": "._journal",
+        "TrackingError": ".store",
+        "resolve_tracking_uri": ".store",
+        "check_store": ".store",
+        "ensure_experiment": ".store",
+        "make_client": ".store",
+    },
+)

@@ -1,0 +1,161 @@
+"""The Tune callback that records a sweep in MLflow, from the driver.
+
+Logging on the driver means workers on other nodes need no access to the store, and one
+process owns the run-id map that keeps every record exactly-once. The callback only turns
+Tune's events into operations; the writer thread (``_journal``) delivers them and the
+recorder (``_recorder``) applies them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from ray.tune import Callback
+
+from ray_jobs.tracking._journal import BackgroundWriter, Journal, RetryingDelivery
+from ray_jobs.tracking._operations import (
+    epoch_op,
+    last_error_line,
+    net_end_op,
+    trial_end_op,
+    trial_error_op,
+    trial_start_op,
+)
+from ray_jobs.tracking._recorder import Recorder, SweepEndReport
+from ray_jobs.tracking._runs import RunResolver, RunState, SweepInfo
+
+# What travels when Tune pickles the callback into its experiment state; the live parts
+# (client, thread, locks) are rebuilt from these.
+_CONFIG_FIELDS = ("sweep", "journal_dir", "retry_interval_s", "sweep_end_report", "drain_timeout_s")
+
+
+class MlflowCallback(Callback):
+    """Sweep, trial and net[i] runs from Tune's driver-side events."""
+
+    def __init__(
+        self,
+        sweep: SweepInfo,
+        journal_dir: Path,
+        retry_interval_s: float = 15.0,
+        sweep_end_report: SweepEndReport | None = None,
+        drain_timeout_s: float = 600.0,
+        echo: Callable[[str], None] = click.echo,
+    ) -> None:
+        self.sweep = sweep
+        self.journal_dir = Path(journal_dir)
+        self.retry_interval_s = retry_interval_s
+        self.sweep_end_report = sweep_end_report
+        self.drain_timeout_s = drain_timeout_s
+        self.echo = echo
+        self._assemble(RunState())
+
+    def _assemble(self, state: RunState) -> None:
+        self.runs = RunResolver(self.sweep, state)
+        self.recorder = Recorder(self.runs, self.sweep_end_report)
+        self.journal = Journal(self.journal_dir)
+        self.delivery = RetryingDelivery(
+            self.recorder.apply,
+            self.sweep.tracking_uri,
+            self.journal.path,
+            self.echo,
+            self.retry_interval_s,
+        )
+        self._started: set[str] = set()
+        self._writer: BackgroundWriter | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CONFIG_FIELDS} | {"state": self.runs.state}
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        state = saved.pop("state")
+        self.__dict__.update(saved)
+        self.echo = click.echo
+        self._assemble(state)
+
+    # ------------------------------------------------------------------ state for --resume
+
+    def _state_lock(self) -> Any:
+        return self._writer.state_lock if self._writer else threading.Lock()
+
+    def get_state(self) -> dict[str, Any] | None:
+        with self._state_lock():
+            return {"recorder": dataclasses.asdict(self.runs.state)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        saved = dict(state["recorder"])
+        saved["closed"] = set(saved["closed"])
+        with self._state_lock():
+            self.runs.state = RunState(**saved)
+
+    # ------------------------------------------------------------------ events
+
+    def setup(self, **info: Any) -> None:
+        replay = self.journal.read()
+        if replay:
+            self.echo(f"mlflow: writing {len(replay)} records queued by an earlier run")
+        self._started = set()
+        self._writer = BackgroundWriter(self.delivery, self.journal)
+        self._writer.start(replay)
+        self._submit({"op": "sweep_start"})
+
+    def _submit(self, op: dict[str, Any]) -> None:
+        if self._writer is None:  # events before setup: write in this thread
+            self.delivery.submit(op)
+        else:
+            self._writer.put(op)
+
+    def _ensure_trial(self, trial: Any) -> None:
+        if trial.trial_id in self._started:
+            return
+        self._submit(trial_start_op(trial.trial_id, trial.config, self.sweep.search_keys))
+        self._started.add(trial.trial_id)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
+        self._ensure_trial(trial)
+        if result.get("diverged"):
+            return  # no epoch to record; on_trial_complete records the failure
+        self._submit(epoch_op(trial.trial_id, result))
+        if result["decision"] != "continue":
+            self._submit(net_end_op(trial.trial_id, result))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+        self._submit({"op": "trial_status", "trial": trial.trial_id, "status": "retrying"})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+        self._submit(trial_end_op(trial.trial_id, trial.last_result or {}))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_trial(trial)
+        self._submit(trial_error_op(trial.trial_id, last_error_line(trial)))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        finished = all(t.status == "TERMINATED" for t in trials)
+        self._submit(
+            {
+                "op": "sweep_end",
+                "status": "done" if finished else "incomplete",
+                "trials": len(trials),
+            }
+        )
+        complete = self._writer.stop(self.drain_timeout_s) if self._writer else True
+        self.echo(
+            f"mlflow: {self.delivery.writes} records written in "
+            f"{self.delivery.busy_cpu_s:.1f}s of writer CPU time "
+            f"({self.delivery.busy_s:.1f}s wall)"
+        )
+        if not complete:
+            self.echo(
+                f"mlflow: records are still queued in {self.journal.path}; "
+                f"`adprune-sweep launch SPEC.yaml --name {self.sweep.name} --resume` "
+                "writes them once the store answers"
+            )

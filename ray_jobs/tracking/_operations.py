@@ -1,0 +1,121 @@
+"""Trial results and events, as the operations the recorder applies (JSON-able dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray_jobs.tracking.keys import layer_metric, net_name
+
+EPOCH_METRICS = ("ad_total", "loss", "accuracy", "train_accuracy")
+NET_SUMMARY_METRICS = (
+    "params",
+    "macs",
+    "energy_j",
+    "param_reduction",
+    "mac_reduction",
+    "training_complexity",
+)
+TRIAL_METRICS = {
+    "final_accuracy": "accuracy",
+    "final_param_reduction": "param_reduction",
+    "final_mac_reduction": "mac_reduction",
+    "final_training_complexity": "training_complexity",
+    "final_baseline_complexity": "baseline_complexity",
+    "final_rounds": "rounds",
+    "final_chosen_round": "chosen_round",
+}
+
+
+def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    metrics = {key: result[key] for key in EPOCH_METRICS}
+    metrics.update({layer_metric(i): ad for i, ad in enumerate(result["layer_ad"])})
+    return {
+        "op": "epoch",
+        "trial": trial_id,
+        "net": net_name(result["phase"], result["round"]),
+        "phase": result["phase"],
+        "round": result["round"],
+        "widths": result["widths"],
+        "epoch": result["epoch"],
+        "metrics": metrics,
+        "node_ip": result.get("node_ip", ""),
+        "time_ms": int(1000 * result.get("timestamp", 0)) or None,
+    }
+
+
+def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {key: result[key] for key in NET_SUMMARY_METRICS}
+    metrics["epochs"] = result["epoch"]
+    if result.get("epochs_to_rho") is not None:
+        metrics["epochs_to_rho"] = result["epochs_to_rho"]
+    return {
+        "op": "net_end",
+        "trial": trial_id,
+        "net": net_name(result["phase"], result["round"]),
+        "phase": result["phase"],
+        "round": result["round"],
+        "widths": result["widths"],
+        "net0_widths": result["net0_widths"],
+        "epoch": result["epoch"],
+        "metrics": metrics,
+        "profile": result.get("net_profile", result.get("profile", "")),
+        "end_reason": result["decision_reason"],
+        "ad_history": result["ad_history"],
+        "layer_ad_history": result.get("net_layer_ad_history", []),
+    }
+
+
+def searched_values(config: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    values = {}
+    for key in keys:
+        node: Any = config["spec"]
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def last_error_line(trial: Any) -> str:
+    """The exception line of the trial's traceback (e.g. ``TrainingDiverged: ...``)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # the error file may be on storage that is gone
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial failed"
+
+
+def trial_start_op(trial_id: str, config: dict[str, Any], search_keys: list[str]) -> dict[str, Any]:
+    from adprune_core.spec import flatten
+
+    params = flatten({"spec": config["spec"]})
+    return {
+        "op": "trial_start",
+        "trial": trial_id,
+        "params": {k.removeprefix("spec."): v for k, v in params.items()},
+        "searched": searched_values(config, search_keys),
+    }
+
+
+def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A completed trial: done (delta or max_rounds), diverged, or stopped otherwise."""
+    done = bool(result.get("schedule_done"))
+    status = "done" if done else ("diverged" if result.get("diverged") else "stopped")
+    return {
+        "op": "trial_end",
+        "trial": trial_id,
+        "status": status,
+        "reason": result.get("final_stop_reason") or result.get("diverged", ""),
+        "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if k in result},
+        "final_widths": result.get("final_widths"),
+    }
+
+
+def trial_error_op(trial_id: str, reason: str) -> dict[str, Any]:
+    return {
+        "op": "trial_end",
+        "trial": trial_id,
+        "status": "error",
+        "reason": reason,
+        "metrics": {},
+    }

@@ -1,0 +1,186 @@
+"""Applying a sweep's operations to MLflow runs, each exactly once.
+
+Every write is an *operation*: a JSON-able dict naming the run it belongs to by a logical key
+(see :mod:`ray_jobs.tracking.keys`), never by an MLflow run id; :class:`RunResolver` turns the
+key into a run. Each operation may be applied more than once (a retried trial re-reports, a
+resumed driver replays its journal) and leaves the store as if applied once: epochs at or
+below the run's last logged step are skipped, and a closed run is not written again.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray_jobs.tracking._figures import plot_net_ad, plot_trial_ad
+from ray_jobs.tracking._runs import RunResolver, log_metrics, set_tags
+from ray_jobs.tracking.keys import CLOSED_TAG, net_key, sweep_key, trial_key
+
+Operation = dict[str, Any]
+
+# What the sweep run gets when the sweep ends, beside its trial count: given the client, the
+# experiment, the sweep id, the store's URI and a scratch folder, metrics and
+# (file, artifact folder) pairs to attach. The reader side supplies the sweep's Pareto front
+# (``ray_jobs.results.sweep_front``); this side only writes what it is handed.
+SweepEndReport = Callable[
+    [Any, str, str, str, Path], tuple[dict[str, float], list[tuple[Path, str]]]
+]
+
+
+class Recorder:
+    """Turns operations into sweep, trial and net[i] runs."""
+
+    def __init__(self, runs: RunResolver, sweep_end_report: SweepEndReport | None = None) -> None:
+        self.runs = runs
+        self.sweep_end_report = sweep_end_report
+
+    @property
+    def sweep(self) -> Any:
+        return self.runs.sweep
+
+    @property
+    def client(self) -> Any:
+        return self.runs.client
+
+    def apply(self, op: Operation) -> None:
+        handler = getattr(self, f"_apply_{op['op']}")
+        try:
+            handler(op)
+        except Exception:
+            self.runs.write_failed()
+            raise
+
+    def _apply_sweep_start(self, op: Operation) -> None:
+        self.runs.sweep_run()
+
+    def _apply_trial_start(self, op: Operation) -> None:
+        self.runs.trial_run(op["trial"], op)
+
+    def _apply_trial_status(self, op: Operation) -> None:
+        set_tags(self.client, self.runs.trial_run(op["trial"]), {"status": op["status"]})
+
+    def _apply_epoch(self, op: Operation) -> None:
+        state = self.runs.state
+        run_id = self.runs.net_run(op)
+        key = net_key(self.sweep.sweep_id, op["trial"], op["net"])
+        if op["epoch"] <= state.last_step.get(key, 0):
+            return  # already logged before a retry or restore re-reported it
+        log_metrics(self.client, run_id, op["metrics"], op["epoch"], op.get("time_ms"))
+        state.last_step[key] = op["epoch"]
+        node = op.get("node_ip")
+        if node and state.node_ip.get(key) != node:
+            set_tags(self.client, run_id, {"node_ip": node})
+            set_tags(self.client, self.runs.trial_run(op["trial"]), {"node_ip": node})
+            state.node_ip[key] = node
+
+    def _apply_net_end(self, op: Operation) -> None:
+        run_id = self.runs.net_run(op)
+        key = net_key(self.sweep.sweep_id, op["trial"], op["net"])
+        if key in self.runs.state.closed:
+            return
+        label = op["net"] if op["phase"] == "search" else f"final (net{op['round']})"
+        with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
+            plot = plot_net_ad(
+                Path(folder) / "ad_vs_epoch.png",
+                f"{op['trial']} {label}",
+                op["ad_history"],
+                op["layer_ad_history"],
+            )
+            self.client.log_artifact(run_id, str(plot))
+        self.client.log_dict(
+            run_id,
+            {
+                "round": op["round"],
+                "phase": op["phase"],
+                "widths": op["widths"],
+                "net0_widths": op["net0_widths"],
+            },
+            "widths.json",
+        )
+        tags = {"profile": op["profile"], "end_reason": op["end_reason"]}
+        self._close(run_id, key, op["metrics"], op["epoch"], tags, "FINISHED")
+
+    def _close(
+        self,
+        run_id: str,
+        key: str,
+        metrics: dict[str, Any],
+        step: int,
+        tags: dict[str, str],
+        status: str,
+    ) -> None:
+        """Final metrics, tags and the closed mark in one batch: a crash leaves all or none."""
+        from mlflow.entities import Metric, RunTag
+
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items() if v is not None],
+            tags=[RunTag(k, v) for k, v in {**tags, CLOSED_TAG: "true"}.items()],
+        )
+        self.client.set_terminated(run_id, status)
+        self.runs.state.closed.add(key)
+
+    def _apply_trial_end(self, op: Operation) -> None:
+        run_id = self.runs.trial_run(op["trial"])
+        key = trial_key(self.sweep.sweep_id, op["trial"])
+        if key in self.runs.state.closed:
+            return
+        done = op["status"] == "done"
+        if done:
+            self._log_trial_plot(run_id, op["trial"])
+        else:
+            self._fail_open_nets(op["trial"], op.get("reason", ""))
+        tags = {
+            "status": op["status"],
+            "delta_reason" if done else "error": op.get("reason", ""),
+        }
+        if op.get("final_widths") is not None:
+            tags["final_widths"] = json.dumps(op["final_widths"])
+        self._close(run_id, key, op["metrics"], 0, tags, "FINISHED" if done else "FAILED")
+
+    def _log_trial_plot(self, run_id: str, trial_id: str) -> None:
+        curves = []
+        for run in self.runs.trial_net_runs(trial_id):
+            history = self.client.get_metric_history(run.info.run_id, "ad_total")
+            curve = [m.value for m in sorted(history, key=lambda m: m.step)]
+            curves.append((run.info.run_name, curve))
+        with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
+            plot = plot_trial_ad(
+                Path(folder) / "ad_all_rounds.png", f"{trial_id}: total AD, every round", curves
+            )
+            self.client.log_artifact(run_id, str(plot))
+
+    def _fail_open_nets(self, trial_id: str, reason: str) -> None:
+        for run in self.runs.trial_net_runs(trial_id):
+            if run.data.tags.get(CLOSED_TAG) != "true" and run.info.status == "RUNNING":
+                set_tags(self.client, run.info.run_id, {"error": reason})
+                self.client.set_terminated(run.info.run_id, "FAILED")
+
+    def _apply_sweep_end(self, op: Operation) -> None:
+        """The trial count and, from the sweep-end report, the front's figures and files."""
+        run_id = self.runs.sweep_run()
+        key = sweep_key(self.sweep.sweep_id)
+        if key in self.runs.state.closed:
+            return  # a finished sweep resumed again: its summary is already there
+        metrics: dict[str, float] = {"trials": op["trials"]}
+        with tempfile.TemporaryDirectory(prefix="adprune-front-") as folder:
+            if self.sweep_end_report is not None:
+                s = self.sweep
+                report, files = self.sweep_end_report(
+                    self.client, s.experiment, s.sweep_id, s.tracking_uri, Path(folder)
+                )
+                metrics.update(report)
+                for path, artifact_folder in files:
+                    self.client.log_artifact(run_id, str(path), artifact_folder)
+        done = op["status"] == "done"
+        log_metrics(self.client, run_id, metrics, 0)
+        tags = {"status": op["status"], **({CLOSED_TAG: "true"} if done else {})}
+        set_tags(self.client, run_id, tags)
+        self.client.set_terminated(run_id, "FINISHED" if done else "FAILED")
+        if done:
+            self.runs.state.closed.add(key)

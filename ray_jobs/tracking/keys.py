@@ -1,0 +1,40 @@
+"""Names shared by the side that writes a sweep and the side that reads it back.
+
+Every run of a sweep carries its logical key (``sweep_id``, ``sweep_id/trial``,
+``sweep_id/trial/net1``) in :data:`KEY_TAG` and its level in :data:`KIND_TAG`; a run is
+finished, and never written again, once :data:`CLOSED_TAG` is ``"true"``. The writer finds
+runs by key, never by run id, which is what makes its writes exactly-once; the readers select
+runs by kind and closed mark. This module imports nothing, so both sides can.
+"""
+
+from __future__ import annotations
+
+KIND_TAG = "adprune.kind"
+KEY_TAG = "adprune.key"
+CLOSED_TAG = "adprune.closed"
+PARENT_TAG = "mlflow.parentRunId"
+
+SWEEP_KIND = "sweep"
+TRIAL_KIND = "trial"
+NET_KIND = "net"
+
+
+def sweep_key(sweep_id: str) -> str:
+    return sweep_id
+
+
+def trial_key(sweep_id: str, trial_id: str) -> str:
+    return f"{sweep_id}/{trial_id}"
+
+
+def net_key(sweep_id: str, trial_id: str, net: str) -> str:
+    return f"{sweep_id}/{trial_id}/{net}"
+
+
+def net_name(phase: str, round_index: int) -> str:
+    """``net2`` for a search round, ``final`` for the final phase."""
+    return "final" if phase == "final" else f"net{round_index}"
+
+
+def layer_metric(index: int) -> str:
+    return f"ad/layer_{index:02d}"
