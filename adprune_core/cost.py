@@ -6,6 +6,7 @@ check it independently against ``FlopCounterMode`` and ``nn.Module.parameters()`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -180,3 +181,49 @@ def training_complexity(
     if final is not None:
         total += final[0] / final[1]
     return total
+
+
+def describe_cost(
+    arch: str,
+    widths: Sequence[int] | None,
+    num_classes: int = 10,
+    input_size: int = 32,
+    in_channels: int = 3,
+    include_shortcuts: bool = True,
+    as_json: bool = False,
+) -> str:
+    """What ``adprune-sweep cost`` prints: the cost report as text lines, or as JSON with
+    what it was computed for."""
+    report = cost_report(
+        arch, widths, num_classes, input_size, in_channels, include_shortcuts=include_shortcuts
+    )
+    if not as_json:
+        return cost_text(arch, report, num_classes, input_size, in_channels)
+    payload = {
+        "arch": arch,
+        "widths": None if widths is None else list(widths),
+        "num_classes": num_classes,
+        "input_size": input_size,
+        "in_channels": in_channels,
+        "include_shortcuts": include_shortcuts,
+        **report.as_dict(),
+    }
+    return json.dumps(payload, indent=2)
+
+
+def cost_text(
+    arch: str, report: CostReport, num_classes: int, input_size: int, in_channels: int
+) -> str:
+    """``report`` as the lines ``adprune-sweep cost`` prints."""
+    return "\n".join(
+        [
+            f"arch        {arch}  ({num_classes} classes, "
+            f"{input_size}x{input_size}x{in_channels} input)",
+            f"params      {report.params:,}  (net0 {report.baseline_params:,})",
+            f"MACs        {report.macs:,}  (net0 {report.baseline_macs:,})",
+            f"energy      {report.energy_j * 1e6:.3f} uJ per image "
+            f"at {ENERGY_PER_MAC_J * 1e12:.1f} pJ/MAC",
+            f"params red. {report.param_reduction:.1f}x",
+            f"MACs red.   {report.mac_reduction:.1f}x",
+        ]
+    )

@@ -5,6 +5,9 @@ tensors plus normalisation constants) and a :class:`DeviceBatches` view of it th
 the training device. Keeping the whole dataset on the device and drawing batches by index
 avoids DataLoader worker processes, which interact badly with Ray workers and dominate the
 step time for the small CNNs this project sweeps.
+
+Longer than 300 lines because it holds the loaders of all five datasets (each short) next to
+the one batching path they all feed, whose shapes and normalisation they must agree with.
 """
 
 import os

@@ -5,6 +5,9 @@ monitor can hook exactly one module per prunable layer. Each conv, batch norm an
 head also carry the *channel groups* they read from and write to (a prunable layer index,
 or ``None`` for the image / the classes), which is what filter inheritance needs to slice
 a parent network's tensors.
+
+Longer than 300 lines because every architecture shares that channel-group bookkeeping, and
+filter inheritance must see all of them to slice any of them.
 """
 
 from __future__ import annotations

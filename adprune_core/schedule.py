@@ -5,6 +5,9 @@ model, optimizer and batches for the current network and moves the state forward
 a time. Decisions come from :func:`adprune_core.criteria.decide`, and are applied with
 :meth:`PruneSchedule.advance`, so a caller that decides elsewhere (the Tune scheduler) drives
 the same transitions.
+
+Longer than 300 lines because :class:`PruneSchedule` is one state machine: its transitions
+(train, measure, shrink, final phase, checkpoint) read correctly only side by side.
 """
 
 from __future__ import annotations

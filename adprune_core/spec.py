@@ -2,6 +2,9 @@
 
 Validation is driven by the dataclasses themselves: field types, and ``metadata`` keys
 ``min``, ``min_exclusive``, ``max`` and ``choices``. Every error names the key path.
+
+Longer than 300 lines because the spec's dataclasses and the generic validation that reads
+their field types and metadata belong together: one cannot be changed without the other.
 """
 
 from __future__ import annotations
@@ -203,6 +206,14 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SpecError(
             f"--set {key.strip()}: value is not valid YAML ({err.__class__.__name__})"
         ) from None
+
+
+def get_dotted(data: Mapping[str, Any], key: str) -> Any:
+    """``data["a"]["b"]`` for ``key`` ``"a.b"``."""
+    node: Any = data
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -18,9 +18,13 @@ Everything else is exported from where it lives, loaded on first use::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from adprune_core._exports import lazy_exports
+
+if TYPE_CHECKING:
+    from adprune_core.spec import SweepSpec
+    from ray_jobs.sweep import LaunchOptions, SweepResult
 
 __getattr__, __dir__, _lazy_names = lazy_exports(
     __name__,
@@ -40,7 +44,7 @@ __getattr__, __dir__, _lazy_names = lazy_exports(
 __all__ = sorted([*_lazy_names, "launch"])
 
 
-def launch(spec: Any, options: Any = None) -> Any:
+def launch(spec: SweepSpec, options: LaunchOptions | None = None) -> SweepResult:
     """Run a sweep of ``spec`` (an :class:`adprune_core.SweepSpec`) with Ray Tune, recording
     sweep -> trial -> net[i] runs in MLflow and, at the end, the sweep's accuracy/MAC front
     on its sweep run. ``options`` is a :class:`LaunchOptions`; returns a :class:`SweepResult`.

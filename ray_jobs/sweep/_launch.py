@@ -74,6 +74,28 @@ class SweepResult:
         return format_table(SUMMARY_HEADERS, self.rows)
 
 
+def restore_tuner(trainable: Any, storage: str, name: str) -> Any:
+    from ray import tune
+
+    try:
+        return tune.Tuner.restore(
+            str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+    except ModuleNotFoundError as err:
+        # Tune pickles our scheduler and callbacks by module path; a sweep saved before
+        # ray_jobs had its sweep/tracking/results rooms names modules that are gone.
+        if not (err.name or "").startswith("ray_jobs."):
+            raise
+        raise LaunchError(
+            f"--resume: sweep {name!r} was saved by an earlier adprune-sweep ({err.name} no "
+            "longer exists) and cannot be resumed by this one; its MLflow records stay as they "
+            "are: start a new sweep with another --name"
+        ) from None
+
+
 def build_tuner(
     spec: SweepSpec, opts: LaunchOptions, storage: str, name: str, callbacks: list[Any]
 ) -> Any:
@@ -87,12 +109,7 @@ def build_tuner(
         adprune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     )
     if opts.resume:
-        return tune.Tuner.restore(
-            str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-        )
+        return restore_tuner(trainable, storage, name)
     max_concurrent = opts.max_concurrent if opts.max_concurrent is not None else spec.max_concurrent
     scheduler = ActivationDensityScheduler()
     return tune.Tuner(

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from adprune_core.report import short_widths
+from adprune_core.spec import get_dotted
 
 
 def make_progress_callback() -> Any:
@@ -63,9 +64,7 @@ SUMMARY_HEADERS = (
 def searched_values(config: dict[str, Any], keys: Sequence[str]) -> str:
     parts = []
     for key in keys:
-        node: Any = config["spec"]
-        for part in key.split("."):
-            node = node[part]
+        node = get_dotted(config["spec"], key)
         parts.append(
             f"{key.split('.')[-1]}={node:g}" if isinstance(node, float) else f"{key}={node}"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adprune_core.spec import flatten, get_dotted
 from ray_jobs.tracking.keys import layer_metric, net_name
 
 EPOCH_METRICS = ("ad_total", "loss", "accuracy", "train_accuracy")
@@ -66,13 +67,7 @@ def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def searched_values(config: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    values = {}
-    for key in keys:
-        node: Any = config["spec"]
-        for part in key.split("."):
-            node = node[part]
-        values[key] = node
-    return values
+    return {key: get_dotted(config["spec"], key) for key in keys}
 
 
 def last_error_line(trial: Any) -> str:
@@ -86,8 +81,6 @@ def last_error_line(trial: Any) -> str:
 
 
 def trial_start_op(trial_id: str, config: dict[str, Any], search_keys: list[str]) -> dict[str, Any]:
-    from adprune_core.spec import flatten
-
     params = flatten({"spec": config["spec"]})
     return {
         "op": "trial_start",
