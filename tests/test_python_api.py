@@ -29,6 +29,7 @@ def test_readme_python_example_runs_as_written(tmp_path):
     trial_lines = [line for line in out.splitlines() if re.match(r"^\w+_0000\d\s", line)]
     assert len(trial_lines) == 2 and all(" done " in line for line in trial_lines)
     assert "threshold=0.002" in out and "threshold=0.004" in out
+    assert re.search(r"^2 trials; sweep from-python [0-9a-f]{32} in sqlite:///", out, re.M)
 
     # The sweep it launched is in ./mlruns, sweep -> trial -> net[i], with its own front.
     client = client_for(tmp_path)
