@@ -35,6 +35,7 @@ __getattr__, __dir__, _lazy_names = lazy_exports(
         "LaunchOptions": ".sweep",
         "LaunchError": ".sweep",
         "SweepResult": ".sweep",
+        "SweepInterrupted": ".sweep",
         "compare_trials": ".results",
         "export_pareto": ".results",
         "load_networks": ".results",
@@ -44,10 +45,14 @@ __getattr__, __dir__, _lazy_names = lazy_exports(
 __all__ = sorted([*_lazy_names, "launch"])
 
 
-def launch(spec: SweepSpec, options: LaunchOptions | None = None) -> SweepResult:
+def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> SweepResult:
     """Run a sweep of ``spec`` (an :class:`adprune_core.SweepSpec`) with Ray Tune, recording
     sweep -> trial -> net[i] runs in MLflow and, at the end, the sweep's accuracy/MAC front
     on its sweep run. ``options`` is a :class:`LaunchOptions`; returns a :class:`SweepResult`.
+
+    With ``options.resume``, ``spec`` may be None: the sweep goes on with the spec it was
+    launched with. SIGINT or SIGTERM stops the sweep with its state saved, and raises
+    :class:`SweepInterrupted`.
     """
     from ray_jobs.results import sweep_front
     from ray_jobs.sweep import launch as launch_sweep

@@ -147,7 +147,7 @@ def run(
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(dir_okay=False))
+@click.argument("spec_path", metavar="[SPEC.yaml]", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--cluster",
     is_flag=False,
@@ -159,7 +159,12 @@ def run(
 )
 @click.option("--storage", help="Where Tune keeps trial state and checkpoints (default ./runs).")
 @click.option("--name", help="Sweep name (default: the spec's name).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted sweep --name.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted sweep --name, with the spec it was launched with "
+    "(SPEC.yaml may be left out).",
+)
 @click.option("--num-samples", type=click.IntRange(min=1), help="Override num_samples.")
 @click.option("--max-concurrent", type=click.IntRange(min=0), help="Override max_concurrent.")
 @click.option(
@@ -177,7 +182,7 @@ def run(
 )
 @user_errors
 def launch(
-    spec_path: str,
+    spec_path: str | None,
     cluster: str | None,
     storage: str | None,
     name: str | None,
@@ -191,10 +196,15 @@ def launch(
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
     Every net[i] each trial trains is recorded in MLflow as sweep -> trial -> net[i] runs.
+    Ctrl-C or SIGTERM saves the sweep's state and prints the command that goes on with it
+    (exit status 130 or 143); a second Ctrl-C ends at once.
     """
     from adprune_core.spec import load_spec
-    from ray_jobs import LaunchOptions
+    from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
+
+    if spec_path is None and (overrides or not resume):
+        raise click.UsageError("SPEC.yaml is required, except with --resume (and no --set)")
 
     options = LaunchOptions(
         cluster=cluster,
@@ -207,7 +217,11 @@ def launch(
         tracking_uri=tracking_uri,
         spec_label=spec_path,
     )
-    launch_sweep(load_spec(spec_path, overrides), options)
+    try:
+        launch_sweep(load_spec(spec_path, overrides) if spec_path else None, options)
+    except SweepInterrupted as stop:
+        click.echo(str(stop), err=True)
+        sys.exit(stop.exit_status)
 
 
 # ---------------------------------------------------------------------------- MLflow

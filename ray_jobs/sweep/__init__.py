@@ -6,7 +6,9 @@
 - ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).
 - ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary.
 - ``_ray_runtime``: starting or connecting to Ray, and checking the cluster fits the sweep.
-- ``_folders``: the storage root, sweep names and each sweep's identity file.
+- ``_folders``: the storage root, checked sweep names, and the claim on a sweep's folder.
+- ``_identity``: each sweep's identity file (MLflow sweep id, store, launch spec).
+- ``_interrupts``: SIGINT and SIGTERM stop a sweep cleanly.
 - ``_recording``: the MLflow callback for a sweep, the store check, the closing line.
 - ``_progress``: progress lines and the trial table.
 - ``_result_log``: Tune's JSON result logger, keeping every row across round transitions.
@@ -27,6 +29,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "LaunchOptions": "._launch",
         "SweepResult": "._launch",
         "LaunchError": "._errors",
+        "SweepInterrupted": "._interrupts",
         "start_ray": "._ray_runtime",
     },
 )

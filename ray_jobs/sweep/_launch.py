@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +16,14 @@ from adprune_core.report import format_table
 from adprune_core.spec import SweepSpec
 from ray_jobs.sweep._errors import LaunchError
 from ray_jobs.sweep._folders import (
-    check_name,
-    save_identity,
+    SweepClaim,
+    check_sweep_name,
+    claim_sweep,
     storage_root,
     sweep_home,
-    sweep_identity,
 )
+from ray_jobs.sweep._identity import save_identity, stored_spec, sweep_identity
+from ray_jobs.sweep._interrupts import StopSignals, SweepInterrupted, quiet_tune_interruptions
 from ray_jobs.sweep._progress import SUMMARY_HEADERS, make_progress_callback, summary_rows
 from ray_jobs.sweep._ray_runtime import (
     check_resources,
@@ -54,7 +58,7 @@ class LaunchOptions:
     max_concurrent: int | None = None  # overrides the spec's
     max_failures: int = 3  # retries per trial, each from its last checkpoint
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else ./mlruns sqlite
-    spec_label: str = "spec"  # how errors name the spec (its file, from the CLI)
+    spec_label: str | None = None  # the spec's file, for errors and the resume command
 
 
 @dataclass
@@ -136,31 +140,106 @@ def build_tuner(
 def check_searches(spec: SweepSpec, opts: LaunchOptions) -> None:
     if not opts.resume and not spec.search:
         raise LaunchError(
-            f"{opts.spec_label}: search: the search space is empty; add e.g. "
+            f"{opts.spec_label or 'spec'}: search: the search space is empty; add e.g. "
             "`search: {prune.rho.threshold: {grid: [0.001, 0.002]}}`, "
             "or run one schedule with `adprune-sweep run`"
         )
 
 
+def resolve_spec(spec: SweepSpec | None, storage: str, opts: LaunchOptions) -> SweepSpec:
+    """The spec given, else (``--resume`` without one) the one the sweep was launched with."""
+    if spec is not None:
+        return spec
+    if not opts.resume or opts.name is None:
+        raise LaunchError("SPEC.yaml: required, except with --resume --name NAME")
+    return stored_spec(sweep_home(storage, opts.name), opts.name)
+
+
+def resume_command(opts: LaunchOptions, name: str) -> str:
+    parts = ["adprune-sweep", "launch"]
+    if opts.spec_label:
+        parts.append(shlex.quote(opts.spec_label))
+    parts += ["--name", shlex.quote(name)]
+    if opts.storage:
+        parts += ["--storage", shlex.quote(opts.storage)]
+    if opts.cluster:
+        parts += ["--cluster", shlex.quote(opts.cluster)]
+    return " ".join([*parts, "--resume"])
+
+
 def launch(
-    spec: SweepSpec,
+    spec: SweepSpec | None,
     opts: LaunchOptions | None = None,
     sweep_end_report: SweepEndReport | None = None,
 ) -> SweepResult:
     """Run (or with ``opts.resume``, continue) a sweep of ``spec``, recording it in MLflow.
 
-    ``sweep_end_report`` gives the sweep run its end-of-sweep figures and files; see
-    :data:`ray_jobs.tracking.SweepEndReport`.
+    ``spec`` may be None with ``opts.resume`` and ``opts.name``: the sweep goes on with the
+    spec it was launched with. ``sweep_end_report`` gives the sweep run its end-of-sweep
+    figures and files; see :data:`ray_jobs.tracking.SweepEndReport`. Raises
+    :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it.
     """
     opts = opts or LaunchOptions()
+    if opts.name is not None:
+        check_sweep_name(opts.name)
+    elif spec is not None:
+        check_sweep_name(spec.name, f"{opts.spec_label or 'spec'}: name")
+    storage = storage_root(opts.storage)
+    spec = resolve_spec(spec, storage, opts)
     check_searches(spec, opts)
+    name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
-    storage = storage_root(opts.storage)
-    name = opts.name or spec.name
-    check_name(storage, name, opts.resume)
-    home = sweep_home(storage, name)
-    identity = sweep_identity(home, opts.resume, opts.tracking_uri)
+    quiet_tune_interruptions()
+    claim = claim_sweep(storage, name, opts.resume)
+    with StopSignals() as stop:
+        try:
+            tuner, identity = prepare(spec, opts, storage, name, claim, sweep_end_report)
+        except BaseException as err:
+            claim.abandon()
+            if isinstance(err, KeyboardInterrupt):
+                raise SweepInterrupted(
+                    stop.received or signal.SIGINT,
+                    f"interrupted before sweep {name!r} started; nothing was saved",
+                ) from None
+            raise
+        stop.reinstall()
+        start = time.perf_counter()
+        try:
+            grid = tuner.fit()
+        except KeyboardInterrupt:
+            grid = None  # a second signal: end now; the journal keeps unwritten records
+    try:
+        if grid is not None and stop.received is not None:
+            shut_down_ray()
+        if stop.received is not None or grid is None:
+            raise SweepInterrupted(
+                stop.received or signal.SIGINT,
+                f"interrupted: state saved under {storage}/{name}; "
+                f"go on with: {resume_command(opts, name)}",
+            )
+        return finish(spec, name, storage, identity, grid, start)
+    finally:
+        claim.lock.close()
+
+
+def shut_down_ray() -> None:
+    """After a stop Tune saved: end the embedded Ray, or leave the cluster."""
+    import ray
+
+    ray.shutdown()
+
+
+def prepare(
+    spec: SweepSpec,
+    opts: LaunchOptions,
+    storage: str,
+    name: str,
+    claim: SweepClaim,
+    sweep_end_report: SweepEndReport | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Everything before training, each check failing before the next costs anything."""
+    identity = sweep_identity(claim.home, opts.resume, opts.tracking_uri, spec)
     open_store(identity["tracking_uri"], spec.experiment)
     where = start_ray(opts.cluster)
     if opts.cluster is not None:
@@ -170,16 +249,25 @@ def launch(
         check_shared_storage(storage)
     click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
     click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
-    start = time.perf_counter()
     # A restored Tuner brings back the callbacks it was launched with (and their state).
     callbacks = (
         []
         if opts.resume
-        else [make_mlflow_callback(spec, identity, name, storage, home, sweep_end_report)]
+        else [make_mlflow_callback(spec, identity, name, storage, claim.home, sweep_end_report)]
     )
     tuner = build_tuner(spec, opts, storage, name, callbacks)
-    save_identity(home, identity)
-    grid = tuner.fit()
+    save_identity(claim.home, identity)
+    return tuner, identity
+
+
+def finish(
+    spec: SweepSpec,
+    name: str,
+    storage: str,
+    identity: dict[str, Any],
+    grid: Any,
+    start: float,
+) -> SweepResult:
     result = SweepResult(
         name,
         identity["sweep_id"],

@@ -7,6 +7,7 @@ The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlrun
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -100,13 +101,32 @@ def first_line(err: BaseException) -> str:
 def check_store(uri: str) -> Any:
     """A client for ``uri`` that has answered one request; else a one-line TrackingError."""
     prepare_local_store(uri)
-    client = make_client(uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as err:  # any failure here means the store is unusable for this sweep
-        where = "no MLflow server answering there" if is_server(uri) else "cannot open the store"
-        raise TrackingError(f"--tracking-uri {uri}: {where} ({first_line(err)})") from None
+    with schema_lock(uri):
+        client = make_client(uri)
+        try:
+            client.search_experiments(max_results=1)
+        except Exception as err:  # any failure here means the store is unusable for this sweep
+            where = (
+                "no MLflow server answering there" if is_server(uri) else "cannot open the store"
+            )
+            raise TrackingError(f"--tracking-uri {uri}: {where} ({first_line(err)})") from None
     return client
+
+
+def schema_lock(uri: str) -> Any:
+    """Held while a process opens a sqlite store for the first time.
+
+    Opening a new sqlite store creates and migrates its schema; several processes doing it
+    at once race (``table ... already exists``, alembic ``Online migration expected to match
+    one row``; mlflow#19943). A lock file beside the database serializes the first request
+    of every process; once the schema exists, the request only reads it.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(str(db) + ".lock", timeout=300)
 
 
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
