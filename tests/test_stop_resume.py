@@ -11,11 +11,12 @@ import pytest
 from conftest import CLI, launch_cli, tiny_spec, trial_results
 from mlflow_store import all_runs, check_store_matches, client_for
 
-# Rounds long enough that a signal lands while trials train.
+# Rounds long enough that a signal lands while trials train; three trials on two cores, so
+# one has not started (and has no results yet) when it does.
 SLOW = {"num_train: 128": "num_train: 2048", "max_epochs: 4": "max_epochs: 6"}
 
 
-def slow_spec(name, grid="[0.005, 0.05]"):
+def slow_spec(name, grid="[0.005, 0.05, 0.5]"):
     text = tiny_spec(name, grid=grid)
     for old, new in SLOW.items():
         text = text.replace(old, new)
@@ -68,7 +69,8 @@ def test_a_stop_signal_saves_the_sweep_and_resume_finishes_it_exactly_once(
     output, code = interrupt_while_training(start_launch(tmp_path, slow_spec("stop")), signum)
     assert code == status, output[-3000:]
     assert "Traceback" not in output and "*** SIGTERM received" not in output
-    assert "Tuner.restore" not in output
+    assert "Tuner.restore" not in output and "Stop signal received" not in output
+    assert "Could not fetch metrics" not in output
     last = output.strip().splitlines()[-1]
     assert last.startswith("interrupted: state saved under ")
     assert "go on with: adprune-sweep launch spec.yaml --name stop --storage runs --resume" in last
@@ -79,7 +81,7 @@ def test_a_stop_signal_saves_the_sweep_and_resume_finishes_it_exactly_once(
     assert "Traceback" not in text
     assert "Could not fetch metrics" not in text and "FileNotFoundError" not in text
     results = trial_results(tmp_path, "stop")
-    assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
+    assert len(results) == 3 and all(rows[-1]["schedule_done"] for rows in results.values())
     sweep, trials = check_store_matches(client_for(tmp_path), results, "stop")
     assert sweep.info.status == "FINISHED"
     assert all(t.info.status == "FINISHED" for t in trials.values())
