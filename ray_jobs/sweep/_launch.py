@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -209,15 +210,16 @@ def launch(
             grid = tuner.fit()
         except KeyboardInterrupt:
             grid = None  # a second signal: end now; the journal keeps unwritten records
-    try:
-        if grid is not None and stop.received is not None:
-            shut_down_ray()
         if stop.received is not None or grid is None:
+            claim.lock.close()
+            if grid is not None:
+                shut_down_ray()
             raise SweepInterrupted(
                 stop.received or signal.SIGINT,
                 f"interrupted: state saved under {storage}/{name}; "
                 f"go on with: {resume_command(opts, name)}",
             )
+    try:
         return finish(spec, name, storage, identity, grid, start)
     finally:
         claim.lock.close()
@@ -227,7 +229,8 @@ def shut_down_ray() -> None:
     """After a stop Tune saved: end the embedded Ray, or leave the cluster."""
     import ray
 
-    ray.shutdown()
+    with contextlib.suppress(KeyboardInterrupt):  # a second signal: skip it, end now
+        ray.shutdown()
 
 
 def prepare(
