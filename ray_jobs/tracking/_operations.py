@@ -27,17 +27,24 @@ TRIAL_METRICS = {
 }
 
 
-def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
-    metrics = {key: result[key] for key in EPOCH_METRICS}
-    metrics.update({layer_metric(i): ad for i, ad in enumerate(result["layer_ad"])})
+def network_fields(op: str, trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """What names the net[i] run an operation belongs to, and its epoch."""
     return {
-        "op": "epoch",
+        "op": op,
         "trial": trial_id,
         "net": net_name(result["phase"], result["round"]),
         "phase": result["phase"],
         "round": result["round"],
         "widths": result["widths"],
         "epoch": result["epoch"],
+    }
+
+
+def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    metrics = {key: result[key] for key in EPOCH_METRICS}
+    metrics.update({layer_metric(i): ad for i, ad in enumerate(result["layer_ad"])})
+    return {
+        **network_fields("epoch", trial_id, result),
         "metrics": metrics,
         "node_ip": result.get("node_ip", ""),
         "time_ms": int(1000 * result.get("timestamp", 0)) or None,
@@ -50,14 +57,8 @@ def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     if result.get("epochs_to_rho") is not None:
         metrics["epochs_to_rho"] = result["epochs_to_rho"]
     return {
-        "op": "net_end",
-        "trial": trial_id,
-        "net": net_name(result["phase"], result["round"]),
-        "phase": result["phase"],
-        "round": result["round"],
-        "widths": result["widths"],
+        **network_fields("net_end", trial_id, result),
         "net0_widths": result["net0_widths"],
-        "epoch": result["epoch"],
         "metrics": metrics,
         "profile": result.get("net_profile", result.get("profile", "")),
         "end_reason": result["decision_reason"],
