@@ -41,9 +41,10 @@ def write_spec(tmp_path, text=SPEC):
     return path
 
 
-def launch(tmp_path, *args, timeout=300):
+def launch(tmp_path, *args, timeout=300, spec_text=SPEC):
+    spec = write_spec(tmp_path, spec_text)
     return subprocess.run(
-        [*CLI, "launch", str(write_spec(tmp_path)), "--storage", str(tmp_path / "runs"), *args],
+        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -272,7 +273,7 @@ def test_killed_driver_resumes_without_redoing_finished_rounds(tmp_path):
     finished_rounds = {r["round"] for r in before} - {before[-1]["round"]}
     assert 0 in finished_rounds
 
-    proc = launch(tmp_path, "--resume")
+    proc = launch(tmp_path, "--resume", spec_text=SLOW_SPEC)  # the spec it was launched with
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (after,) = trial_results(tmp_path).values()
     assert after[-1]["schedule_done"] is True
