@@ -18,13 +18,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-DATASETS: tuple[str, ...] = (
-    "cifar10",
-    "cifar100",
-    "tinyimagenet",
-    "digits",
-    "synthetic",
-)
+from adprune_core.catalog import DATASETS
+from adprune_core.errors import DatasetNotFoundError
 
 # (num_classes, input_size, in_channels) of the datasets whose shape is fixed.
 _FIXED_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -119,10 +114,6 @@ class DataSpec:
         default_factory=SyntheticSpec,
         metadata={"help": "settings of the 'synthetic' dataset"},
     )
-
-
-class DatasetNotFoundError(Exception):
-    """The dataset's files are not where the spec says; the message says how to fix it."""
 
 
 @dataclass

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adprune_core.errors import ArchError
+
 POOL = "M"
 
 VGG_CONFIGS: dict[str, list[int | str]] = {
@@ -42,10 +44,6 @@ CNN_CONFIGS: dict[str, list[int]] = {
 MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
 
 Group = int | None  # a prunable layer index, or None for the input image / the class logits
-
-
-class ArchError(ValueError):
-    """An unknown architecture or a width list that does not fit it."""
 
 
 class LayerReLU(nn.ReLU):

@@ -22,12 +22,9 @@ import yaml
 
 from adprune_core.criteria import PruneSpec
 from adprune_core.data import DataSpec
+from adprune_core.errors import SpecError
 from adprune_core.models import ARCHS, ArchError, check_widths
 from adprune_core.train import TrainSpec
-
-
-class SpecError(ValueError):
-    """A bad spec value; the message is one line and starts with the key path."""
 
 
 @dataclass
@@ -346,12 +343,16 @@ def read_yaml(path: str | Path) -> Any:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise SpecError(f"{path}: cannot read ({err.__class__.__name__})") from None
     try:
-        return yaml.safe_load(text)  # never yaml.load: a spec must not be able to run code
+        data = yaml.safe_load(text)  # never yaml.load: a spec must not be able to run code
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or err.__class__.__name__
         raise SpecError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        # An empty file (or one of comments) would otherwise train every default silently.
+        raise SpecError(f"{path}: the spec is empty; see sweeps/quickstart.yaml for one to copy")
+    return data
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:

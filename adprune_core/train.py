@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from adprune_core.data import DeviceBatches
+from adprune_core.errors import DeviceUnavailable, TrainingDiverged
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -63,16 +64,8 @@ class TrainSpec:
     )
 
 
-class DeviceUnavailable(ValueError):
-    """The spec asks for a device this machine does not have."""
-
-
 class CompileUnavailable(DeviceUnavailable):
     """``train.compile`` is on and torch.compile cannot work on this machine."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> Swee
     launched with. SIGINT or SIGTERM stops the sweep with its state saved, and raises
     :class:`SweepInterrupted`.
     """
-    from ray_jobs.results import sweep_front
+    from ray_jobs.results import sweep_report
     from ray_jobs.sweep import launch as launch_sweep
 
-    return launch_sweep(spec, options, sweep_end_report=sweep_front)
+    return launch_sweep(spec, options, sweep_end_report=sweep_report)

@@ -13,10 +13,15 @@ from typing import Any, TypeVar
 
 import click
 
-from adprune_core.data import DATASETS, DatasetNotFoundError, DataSpec, dataset_shape
-from adprune_core.models import ARCHS, ArchError
-from adprune_core.spec import SpecError
-from adprune_core.train import DeviceUnavailable, TrainingDiverged
+# Only torch-free modules at the top: compare, pareto, ui and --help never load torch.
+from adprune_core.catalog import BUILTIN_ARCHS, DATASETS
+from adprune_core.errors import (
+    ArchError,
+    DatasetNotFoundError,
+    DeviceUnavailable,
+    SpecError,
+    TrainingDiverged,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +75,7 @@ def parse_widths(text: str | None) -> list[int] | None:
 
 
 @main.command()
-@click.option("--arch", required=True, type=click.Choice(sorted(ARCHS)), help="Architecture.")
+@click.option("--arch", required=True, type=click.Choice(BUILTIN_ARCHS), help="Architecture.")
 @click.option("--widths", help="Comma-separated widths, one per prunable conv (default: net0).")
 @click.option("--dataset", type=click.Choice(DATASETS), help="Take classes and input size from it.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classes (default 10).")
@@ -96,6 +101,7 @@ def cost(
 ) -> None:
     """Parameters, MACs, energy and reductions of a width list against the arch's net0."""
     from adprune_core.cost import describe_cost
+    from adprune_core.data import DataSpec, dataset_shape
 
     if dataset and (num_classes or input_size or in_channels):
         raise click.UsageError(
@@ -246,13 +252,28 @@ TRACKING_URI_OPTION = click.option(
     show_default=True,
     help="Interface to bind; anything but loopback exposes the store to the network.",
 )
+@click.option("--sweep", help="Sweep name or id whose trials to compare (default: the latest).")
+@click.option("--experiment", help="Look for the sweep in this experiment only.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the runs page in a browser.")
 @TRACKING_URI_OPTION
 @user_errors
-def ui(port: int, host: str, tracking_uri: str | None) -> None:
-    """Start the MLflow UI over the sweep store (Ctrl-C to stop)."""
-    from ray_jobs.results import serve_ui
+def ui(
+    port: int,
+    host: str,
+    sweep: str | None,
+    experiment: str | None,
+    open_browser: bool,
+    tracking_uri: str | None,
+) -> None:
+    """Serve the MLflow UI over the sweep store and print the pages that compare thresholds:
+    the experiment's runs, the sweep's trials side by side, and the sweep run.
 
-    sys.exit(serve_ui(tracking_uri, host, port))
+    Ctrl-C or SIGTERM stops the server and its workers; if the server dies, ui exits 1.
+    """
+    from ray_jobs.results import UiOptions, serve_ui
+
+    options = UiOptions(tracking_uri, host, port, sweep, experiment, open_browser)
+    sys.exit(serve_ui(options))
 
 
 @main.command()

@@ -5,7 +5,9 @@ plots, and ``ui``.
 - ``_compare``: one row per trial (:func:`compare_trials`).
 - ``_front``: objectives and the non-dominated rule (:func:`front_mask`).
 - ``_export``: the front as parquet/CSV (:func:`export_pareto`), and each sweep's own front
-  (:func:`sweep_front`, handed to the recorder when a sweep ends).
+  (:func:`sweep_front`).
+- ``_comparison``: each sweep's threshold comparison, and with its front the sweep-end
+  report handed to the recorder (:func:`sweep_report`).
 - ``_plots``: the front as a PNG.
 - ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
 
@@ -37,7 +39,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "export_pareto": "._export",
         "sweep_front": "._export",
         "SweepFront": "._export",
+        "sweep_report": "._comparison",
+        "SweepReport": "._comparison",
+        "plot_comparison": "._comparison",
         "plot_front": "._plots",
         "serve_ui": "._ui",
+        "UiOptions": "._ui",
     },
 )

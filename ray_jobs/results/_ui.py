@@ -1,16 +1,50 @@
-"""``ui``: the MLflow UI over the sweep store, served by a child ``mlflow server``."""
+"""``ui``: the MLflow UI over the sweep store, served by a child ``mlflow server`` that ``ui``
+owns, and opened on the pages that compare thresholds."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-import subprocess
 import sys
+import webbrowser
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 import click
 
 from ray_jobs.results._records import existing_store
-from ray_jobs.tracking.store import TrackingError, artifact_root, is_server, resolve_tracking_uri
+from ray_jobs.results._server import OwnedServer, ServerDied
+from ray_jobs.tracking.keys import KIND_TAG, SWEEP_KIND, TRIAL_KIND
+from ray_jobs.tracking.store import (
+    TrackingError,
+    artifact_root,
+    experiment_ids,
+    is_server,
+    mark_model_training,
+    resolve_tracking_uri,
+)
+
+# The runs page opens in "Model training" mode (MLflow 3 otherwise offers its GenAI views).
+MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+
+
+@dataclass(frozen=True)
+class UiOptions:
+    tracking_uri: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5000
+    sweep: str | None = None
+    experiment: str | None = None
+    open_browser: bool = False
+    ready_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class UiLink:
+    label: str
+    url: str
 
 
 def port_free(host: str, port: int) -> bool:
@@ -23,38 +57,107 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def serve_ui(option: str | None, host: str, port: int) -> int:
-    uri = resolve_tracking_uri(option)
+def latest_sweep_run(client: Any, ids: list[str], sweep: str | None) -> Any | None:
+    """The sweep run named or id'd ``sweep``, else the most recently started one."""
+    where = f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'"
+    # Newest first; MLflow's filter has no OR, so a name or an id is matched here.
+    runs = client.search_runs(ids, where, max_results=1000, order_by=["attributes.start_time DESC"])
+    if sweep is not None:
+        runs = [r for r in runs if sweep in (r.data.tags.get("sweep"), r.data.tags.get("sweep_id"))]
+        if not runs:
+            raise TrackingError(f"--sweep {sweep}: no sweep of that name or id in the store")
+    return runs[0] if runs else None
+
+
+def trial_run_ids(client: Any, sweep_run: Any) -> list[str]:
+    sweep_id = sweep_run.data.tags.get("sweep_id", "")
+    where = f"tags.`{KIND_TAG}` = '{TRIAL_KIND}' and tags.sweep_id = '{sweep_id}'"
+    runs = client.search_runs(
+        [sweep_run.info.experiment_id], where, max_results=1000, order_by=["attributes.run_name"]
+    )
+    return [r.info.run_id for r in runs]
+
+
+def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    runs = quote(json.dumps(run_ids, separators=(",", ":")))
+    experiments = quote(json.dumps([experiment_id], separators=(",", ":")))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
+
+
+def ui_links(client: Any, base: str, options: UiOptions) -> list[UiLink]:
+    """The pages that matter, first the one ``--open`` opens: the experiment's runs, the
+    latest (or ``--sweep``) sweep's trials side by side, and that sweep's run."""
+    names = [options.experiment] if options.experiment else []
+    ids = experiment_ids(client, names)
+    sweep_run = latest_sweep_run(client, list(ids.values()), options.sweep)
+    if sweep_run is None:
+        return [UiLink("experiments", f"{base}/#/experiments")]
+    experiment_id = sweep_run.info.experiment_id
+    mark_model_training(client, client.get_experiment(experiment_id))
+    sweep_name = sweep_run.data.tags.get("sweep", sweep_run.info.run_name)
+    runs_page = f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_QUERY}"
+    links = [UiLink("runs", runs_page)]
+    trials = trial_run_ids(client, sweep_run)
+    if trials:
+        links.append(
+            UiLink(
+                f"compare sweep '{sweep_name}' ({len(trials)} trials)",
+                compare_url(base, experiment_id, trials),
+            )
+        )
+    run_page = f"{base}/#/experiments/{experiment_id}/runs/{sweep_run.info.run_id}"
+    links.append(UiLink(f"sweep run '{sweep_name}'", run_page))
+    return links
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    command += ["--registry-store-uri", uri, "--host", host, "--port", str(port)]
+    # One worker is plenty for one user; uvicorn's per-request access lines would bury the
+    # links ui prints, while its warnings and errors still show.
+    command += ["--workers", "1", "--uvicorn-opts", "--log-level warning --no-access-log"]
+    artifacts = artifact_root(uri)
+    if artifacts:
+        command += ["--artifacts-destination", artifacts]
+    return command
+
+
+def serve_ui(options: UiOptions) -> int:
+    """Serve the store until SIGINT or SIGTERM (exit 0), or until the server dies (exit 1)."""
+    uri = resolve_tracking_uri(options.tracking_uri)
     if is_server(uri):
         raise TrackingError(
             f"--tracking-uri {uri}: that store is an MLflow server with its own UI; "
             "open it in a browser"
         )
-    existing_store(option)
-    if not port_free(host, port):
-        raise TrackingError(f"--port {port}: already in use on {host}; choose another --port")
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    artifacts = artifact_root(uri)
-    if artifacts:
-        command += ["--artifacts-destination", artifacts]
-    click.echo(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    _, client = existing_store(options.tracking_uri)
+    if not port_free(options.host, options.port):
+        raise TrackingError(
+            f"--port {options.port}: already in use on {options.host}; choose another --port"
+        )
+    base = f"http://{options.host}:{options.port}"
+    links = ui_links(client, base, options)
     # The server's job runner (a pool of huey workers) serves GenAI features the sweep store
     # does not use; on a laptop it would cost more CPU than the UI itself.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
+    # Deprecation notices from the server's own dependencies are nothing a user can act on.
+    env.setdefault(
+        "PYTHONWARNINGS",
+        "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated",
+    )
+    click.echo(f"starting the MLflow UI for {uri} ...")
+    with OwnedServer(server_command(uri, options.host, options.port), env) as server:
+        try:
+            server.wait_until_ready(f"{base}/health", options.ready_timeout_s)
+            if server.stopping:
+                return 0
+            click.echo(f"MLflow UI at {base} (Ctrl-C to stop)")
+            for link in links:
+                click.echo(f"  {link.label}: {link.url}")
+            if options.open_browser:
+                webbrowser.open(links[0].url)
+            server.wait()
+        except ServerDied as died:
+            click.echo(f"error: {died}", err=True)
+            return 1
+    return 0

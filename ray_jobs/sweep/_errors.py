@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adprune_core.spec import SpecError
+from adprune_core.errors import SpecError
 
 
 class LaunchError(SpecError):

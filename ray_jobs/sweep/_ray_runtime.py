@@ -3,6 +3,7 @@ sweep: resources for one trial, and storage that every node sees."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -39,12 +40,20 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
-def start_ray(cluster: str | None) -> str:
-    import logging
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
+
+def hide_token_auth_notice(record: logging.LogRecord) -> bool:
+    """Drop Ray's notice that an embedded cluster turned token auth on: it is the safe default
+    and needs nothing from the user. Its warning that auth is *off* still shows."""
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def start_ray(cluster: str | None) -> str:
     import ray
 
     if cluster is None:
+        logging.getLogger(TOKEN_AUTH_LOGGER).addFilter(hide_token_auth_notice)
         ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=False,

@@ -10,6 +10,7 @@ below the run's last logged step are skipped, and a closed run is not written ag
 from __future__ import annotations
 
 import json
+import posixpath
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,11 +24,13 @@ from ray_jobs.tracking.keys import CLOSED_TAG, net_key, sweep_key, trial_key
 Operation = dict[str, Any]
 
 # What the sweep run gets when the sweep ends, beside its trial count: given the client, the
-# experiment, the sweep id, the store's URI and a scratch folder, metrics and
-# (file, artifact folder) pairs to attach. The reader side supplies the sweep's Pareto front
-# (``ray_jobs.results.sweep_front``); this side only writes what it is handed.
+# experiment, the sweep id, the store's URI and a scratch folder, metrics, (file, artifact
+# folder) pairs to attach, and tables (artifact file -> columns) for ``log_table``. The reader
+# side supplies the sweep's front and comparison (``ray_jobs.results.sweep_report``); this
+# side only writes what it is handed.
 SweepEndReport = Callable[
-    [Any, str, str, str, Path], tuple[dict[str, float], list[tuple[Path, str]]]
+    [Any, str, str, str, Path],
+    tuple[dict[str, float], list[tuple[Path, str]], dict[str, dict[str, list[Any]]]],
 ]
 
 
@@ -161,6 +164,14 @@ class Recorder:
                 set_tags(self.client, run.info.run_id, {"error": reason})
                 self.client.set_terminated(run.info.run_id, "FAILED")
 
+    def _log_table_once(self, run_id: str, artifact_file: str, columns: dict[str, list]) -> None:
+        # log_table appends to a table already there, so a retried sweep_end (the store failed
+        # after the table was written) would double its rows.
+        folder = posixpath.dirname(artifact_file) or None
+        if any(f.path == artifact_file for f in self.client.list_artifacts(run_id, folder)):
+            return
+        self.client.log_table(run_id, data=columns, artifact_file=artifact_file)
+
     def _apply_sweep_end(self, op: Operation) -> None:
         """The trial count and, from the sweep-end report, the front's figures and files."""
         run_id = self.runs.sweep_run()
@@ -171,12 +182,14 @@ class Recorder:
         with tempfile.TemporaryDirectory(prefix="adprune-front-") as folder:
             if self.sweep_end_report is not None:
                 s = self.sweep
-                report, files = self.sweep_end_report(
+                report, files, tables = self.sweep_end_report(
                     self.client, s.experiment, s.sweep_id, s.tracking_uri, Path(folder)
                 )
                 metrics.update(report)
                 for path, artifact_folder in files:
                     self.client.log_artifact(run_id, str(path), artifact_folder)
+                for artifact_file, columns in tables.items():
+                    self._log_table_once(run_id, artifact_file, columns)
         done = op["status"] == "done"
         log_metrics(self.client, run_id, metrics, 0)
         tags = {"status": op["status"], **({CLOSED_TAG: "true"} if done else {})}

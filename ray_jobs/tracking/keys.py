@@ -14,6 +14,11 @@ KEY_TAG = "adprune.key"
 CLOSED_TAG = "adprune.closed"
 PARENT_TAG = "mlflow.parentRunId"
 
+# The MLflow UI opens an experiment with this kind on its runs ("Model training"), not on the
+# GenAI overview of traces and token usage.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
 SWEEP_KIND = "sweep"
 TRIAL_KIND = "trial"
 NET_KIND = "net"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from adprune_core.spec import SpecError
+from adprune_core.errors import SpecError
+from ray_jobs.tracking.keys import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 DEFAULT_STORE_DIR = "mlruns"
 DEFAULT_DB_FILE = "mlflow.db"
@@ -136,7 +137,11 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_root(uri))
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_root(uri),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
+            )
         except MlflowException:
             # Another process may have created it between the lookup and here.
             experiment = client.get_experiment_by_name(name)
@@ -147,7 +152,16 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
             f"experiment {name!r} is deleted in {uri}; restore it in the MLflow UI, "
             "purge it with `mlflow gc`, or set another `experiment:` in the spec"
         )
+    mark_model_training(client, experiment)
     return experiment.experiment_id
+
+
+def mark_model_training(client: Any, experiment: Any) -> None:
+    """Tag the experiment so the MLflow UI shows its runs, unless it already has a kind."""
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+        )
 
 
 def experiment_ids(client: Any, names: list[str] | tuple[str, ...]) -> dict[str, str]:
