@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from adprune_core.criteria import Decision
-from adprune_core.schedule import EpochResult, NetRecord, ScheduleState, ScheduleSummary
+if TYPE_CHECKING:  # annotations only: compare and pareto format tables without loading torch
+    from adprune_core.criteria import Decision
+    from adprune_core.schedule import EpochResult, NetRecord, ScheduleState, ScheduleSummary
 
 
 def short_widths(widths: Sequence[int], limit: int = 8) -> str:
