@@ -108,3 +108,9 @@ def test_inherit_resnet_keeps_shapes():
     child = build_model("resnet18", widths, num_classes=5, input_size=8)
     inherit_filters(parent, child, torch.Generator().manual_seed(0))
     assert child.eval()(torch.randn(2, 3, 8, 8)).shape == (2, 5)
+
+
+def test_the_cli_catalog_names_every_registered_arch():
+    from adprune_core.catalog import BUILTIN_ARCHS
+
+    assert sorted(BUILTIN_ARCHS) == sorted(ARCHS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -382,10 +383,17 @@ def test_top_level_not_a_mapping(tmp_path, text):
     assert str(path) in str(info.value)
 
 
-def test_empty_file_gives_defaults(tmp_path):
+def test_empty_file_is_an_error_not_the_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    assert load_spec(path) == SweepSpec()
+    with pytest.raises(SpecError, match=r"empty\.yaml: the spec is empty"):
+        load_spec(path)
+
+
+def test_a_spec_of_one_key_fills_the_rest_with_defaults(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text("name: one\n")
+    assert load_spec(path) == dataclasses.replace(SweepSpec(), name="one")
 
 
 def test_error_inside_file_names_file_and_key(tmp_path):
