@@ -138,13 +138,35 @@ def test_compare_page_shows_every_trial_and_threshold(two_sweeps, ui_on_alpha):
 
 
 @needs_chromium
-def test_runs_page_opens_in_model_training_mode(two_sweeps, ui_on_alpha):
+def test_runs_page_opens_on_the_sweeps_trials_in_model_training_mode(two_sweeps, ui_on_alpha):
+    folder, _, _ = two_sweeps
     _, links = ui_on_alpha
+    _, trials = sweep_run(client_for(folder), "alpha")
     assert "workflowType=machine_learning" in links["runs"]
-    lines = [line.strip() for line in visible_text(render(links["runs"], "runs")).splitlines()]
+    text = visible_text(render(links["runs"], "runs-alpha"))
+    lines = [line.strip() for line in text.splitlines()]
     # Model-training navigation, not the GenAI overview a bare experiment link opens on.
     assert "Models" in lines and "Model registry" in lines
     assert "Overview" not in lines and "Judges" not in lines and "Sessions" not in lines
+    # The shared view: this sweep's trials only, with the results as columns.
+    assert "You're viewing a shared view" in text
+    assert "2 matching runs" in " ".join(lines)
+    for trial in trials:
+        assert trial.data.tags["trial_id"] in text
+    for metric in ("accuracy", "mac_reduction", "training_complexity"):
+        assert metric in lines
+
+
+@needs_chromium
+def test_charts_page_plots_accuracy_against_mac_reduction(two_sweeps, ui_on_alpha):
+    _, links = ui_on_alpha
+    assert links["charts"] == links["runs"] + "&compareRunsMode=CHART"
+    text = visible_text(render(links["charts"], "charts-alpha", budget_ms=60000))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    section = lines.index("Threshold comparison")
+    assert lines[section + 1] == "(2)"  # the section holds our two charts, and only them
+    assert "mac_reduction vs. accuracy" in lines  # the scatter
+    assert "Parallel Coordinates" in lines and "prune.rho.threshold" in lines
 
 
 @needs_chromium
@@ -243,7 +265,8 @@ def test_sweep_run_has_its_comparison_figure_and_table(two_sweeps, tmp_path):
     for row in rows:
         trial = by_trial[row["trial"]]
         assert row["prune.rho.threshold"] == float(trial.data.params["prune.rho.threshold"])
-        assert row["accuracy"] == trial.data.metrics["accuracy"]
-        assert row["mac_reduction"] == trial.data.metrics["mac_reduction"]
+        # MLflow's table JSON keeps 10 significant digits (pandas' to_json default).
+        assert row["accuracy"] == pytest.approx(trial.data.metrics["accuracy"], rel=1e-9)
+        assert row["mac_reduction"] == pytest.approx(trial.data.metrics["mac_reduction"], rel=1e-9)
     png = client.download_artifacts(run.info.run_id, "comparison/thresholds.png", tmp_path)
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,6 +16,7 @@ import click
 
 from ray_jobs.results._records import existing_store
 from ray_jobs.results._server import OwnedServer, ServerDied
+from ray_jobs.results._view import share_sweep_view
 from ray_jobs.tracking.keys import KIND_TAG, SWEEP_KIND, TRIAL_KIND
 from ray_jobs.tracking.store import (
     TrackingError,
@@ -85,8 +86,9 @@ def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
 
 
 def ui_links(client: Any, base: str, options: UiOptions) -> list[UiLink]:
-    """The pages that matter, first the one ``--open`` opens: the experiment's runs, the
-    latest (or ``--sweep``) sweep's trials side by side, and that sweep's run."""
+    """The pages that matter, first the one ``--open`` opens: the latest (or ``--sweep``)
+    sweep's trials in the runs table (its shared view) and as charts, the same trials on the
+    compare page, and that sweep's run."""
     names = [options.experiment] if options.experiment else []
     ids = experiment_ids(client, names)
     sweep_run = latest_sweep_run(client, list(ids.values()), options.sweep)
@@ -95,8 +97,12 @@ def ui_links(client: Any, base: str, options: UiOptions) -> list[UiLink]:
     experiment_id = sweep_run.info.experiment_id
     mark_model_training(client, client.get_experiment(experiment_id))
     sweep_name = sweep_run.data.tags.get("sweep", sweep_run.info.run_name)
-    runs_page = f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_QUERY}"
-    links = [UiLink("runs", runs_page)]
+    view = share_sweep_view(client, experiment_id, sweep_run)
+    runs_page = (
+        f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_QUERY}&viewStateShareKey={view}"
+    )
+    links = [UiLink(f"runs of sweep '{sweep_name}'", runs_page)]
+    links.append(UiLink(f"charts of sweep '{sweep_name}'", f"{runs_page}&compareRunsMode=CHART"))
     trials = trial_run_ids(client, sweep_run)
     if trials:
         links.append(
