@@ -23,6 +23,7 @@ from adprune_core.cost import cost_report, training_complexity
 from adprune_core.criteria import Decision, classify_profile, decide
 from adprune_core.data import ArrayDataset, DeviceBatches, load_dataset
 from adprune_core.density import DensityMonitor
+from adprune_core.latency import LatencyFigures, measure_latency
 from adprune_core.models import PrunableNet, build_model, check_widths, inherit_filters
 from adprune_core.spec import SweepSpec
 from adprune_core.train import (
@@ -64,6 +65,12 @@ class NetRecord:
     profile: str
     epochs_to_rho: int | None
     training_complexity: float
+    # Measured forward latency (ms) and its reduction against net0's (net0 / this); None
+    # where record.latency is off, and in records written before latency was measured.
+    latency_ms_b1: float | None = None
+    latency_ms_batch: float | None = None
+    latency_reduction_b1: float | None = None
+    latency_reduction_batch: float | None = None
 
     @property
     def label(self) -> str:
@@ -86,6 +93,9 @@ class ScheduleState:
     records: list[NetRecord] = field(default_factory=list)
     stop_reason: str | None = None
     chosen_round: int | None = None
+    # The current network's latency once measured at its end: kept in the checkpoint, so the
+    # record that closes after a restart (a sweep's round transition) does not time it again.
+    network_latency: dict[str, float] | None = None
 
     @property
     def epoch(self) -> int:
@@ -299,6 +309,7 @@ class PruneSchedule:
             baseline_widths=state.net0_widths,
         )
         previous = state.records[-1].training_complexity if state.records else 0.0
+        latency = self.latency_fields()
         record = NetRecord(
             round=int(round_index or 0),
             phase=state.phase,
@@ -321,8 +332,59 @@ class PruneSchedule:
             or classify_profile(state.ad_history, self.spec.prune.delta.flat_band),
             epochs_to_rho=state.epoch if decision.rho == "saturated" else None,
             training_complexity=previous + training_complexity([(state.epoch, cost.mac_reduction)]),
+            **latency,
         )
         state.records.append(record)
+        state.network_latency = None  # the next network is timed afresh
+
+    # ------------------------------------------------------------------ latency
+
+    def network_latency(self) -> LatencyFigures | None:
+        """The current network's forward latency, timed once (None if record.latency is off)."""
+        spec = self.spec.record.latency
+        if not spec.enabled:
+            return None
+        if self.state.network_latency is None:
+            figures = measure_latency(
+                self._hook_free_copy(),
+                (self.data.in_channels, self.data.input_size, self.data.input_size),
+                self.spec.data.eval_batch_size,
+                spec,
+                self.spec.train.precision,
+                memory_format(self.spec.train.channels_last),
+            )
+            self.state.network_latency = dataclasses.asdict(figures)
+        return LatencyFigures(**self.state.network_latency)
+
+    def _hook_free_copy(self) -> torch.nn.Module:
+        """The trained network without the density monitor's hooks (and uncompiled)."""
+        with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the seed
+            copy = build_model(
+                self.spec.model.arch,
+                self.state.widths,
+                self.data.num_classes,
+                self.data.input_size,
+                self.data.in_channels,
+            )
+        copy.to(self.device, memory_format=memory_format(self.spec.train.channels_last))
+        copy.load_state_dict(self.model.state_dict())
+        return copy
+
+    def latency_fields(self) -> dict[str, float]:
+        """``latency_ms_*`` and their reductions against net0 (the first record, or this
+        network if it is net0); empty when latency is off."""
+        figures = self.network_latency()
+        if figures is None:
+            return {}
+        records = self.state.records
+        net0_b1 = records[0].latency_ms_b1 if records else None
+        net0_batch = records[0].latency_ms_batch if records else None
+        return {
+            "latency_ms_b1": figures.b1_ms,
+            "latency_ms_batch": figures.batch_ms,
+            "latency_reduction_b1": (net0_b1 or figures.b1_ms) / figures.b1_ms,
+            "latency_reduction_batch": (net0_batch or figures.batch_ms) / figures.batch_ms,
+        }
 
     # ------------------------------------------------------------------ driving
 
@@ -381,6 +443,10 @@ class ScheduleSummary:
     baseline_complexity: float
     stop_reason: str
     rounds: int
+    latency_ms_b1: float | None = None
+    latency_ms_batch: float | None = None
+    latency_reduction_b1: float | None = None
+    latency_reduction_batch: float | None = None
 
 
 def summarize(state: ScheduleState) -> ScheduleSummary:
@@ -402,4 +468,8 @@ def summarize(state: ScheduleState) -> ScheduleSummary:
         baseline_complexity=float(total_epochs),
         stop_reason=state.stop_reason or "",
         rounds=len(search),
+        latency_ms_b1=result.latency_ms_b1,
+        latency_ms_batch=result.latency_ms_batch,
+        latency_reduction_b1=result.latency_reduction_b1,
+        latency_reduction_batch=result.latency_reduction_batch,
     )

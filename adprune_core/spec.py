@@ -23,8 +23,16 @@ import yaml
 from adprune_core.criteria import PruneSpec
 from adprune_core.data import DataSpec
 from adprune_core.errors import SpecError
+from adprune_core.latency import LatencySpec
 from adprune_core.models import ARCHS, ArchError, check_widths
 from adprune_core.train import TrainSpec
+
+
+@dataclass
+class RecordSpec:
+    """What each trained network's record holds beyond its accuracy and cost."""
+
+    latency: LatencySpec = field(default_factory=LatencySpec)
 
 
 @dataclass
@@ -71,6 +79,7 @@ class SweepSpec:
         default=0, metadata={"min": 0, "help": "concurrent trials (0: as many as fit)"}
     )
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    record: RecordSpec = field(default_factory=RecordSpec)
 
 
 # ---------------------------------------------------------------------------- typed loading

@@ -21,6 +21,7 @@ FIXED_SORT_KEYS = (
     "mac_reduction",
     "param_reduction",
     "training_complexity",
+    "latency_ms_b1",
 )
 
 
@@ -69,6 +70,7 @@ def trial_record(row: TrialRow, keys: Sequence[str]) -> dict[str, Any]:
         mac_reduction=row.mac_reduction,
         param_reduction=row.param_reduction,
         training_complexity=row.training_complexity,
+        latency_ms_b1=row.latency_ms_b1,
         delta_reason=row.delta_reason,
         run_id=row.run_id,
     )
@@ -90,6 +92,7 @@ def table_text(rows: Sequence[TrialRow], keys: Sequence[str]) -> str:
         "accuracy",
         "MACs red.",
         "train. complexity",
+        "latency b1",
         "stop",
     ]
     body = [
@@ -108,6 +111,7 @@ def table_text(rows: Sequence[TrialRow], keys: Sequence[str]) -> str:
             fmt_number(None if row.accuracy is None else 100 * row.accuracy, "{:.1f}%"),
             fmt_number(row.mac_reduction, "{:.1f}x"),
             fmt_number(row.training_complexity, "{:.1f}"),
+            fmt_number(row.latency_ms_b1, "{:.2f} ms"),
             row.delta_reason or "-",
         ]
         for row in rows

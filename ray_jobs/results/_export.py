@@ -21,7 +21,7 @@ from ray_jobs.results._front import (
     parse_objectives,
 )
 from ray_jobs.results._plots import plot_front
-from ray_jobs.results._records import NetworkRow, existing_store, load_networks
+from ray_jobs.results._records import LATENCY_COLUMNS, NetworkRow, existing_store, load_networks
 from ray_jobs.tracking.store import TrackingError
 
 
@@ -62,6 +62,7 @@ def arrow_schema(hyper: dict[str, Any], metadata: dict[str, str]) -> Any:
         pa.field("energy_j", pa.float64()),
         pa.field("training_complexity", pa.float64()),
         pa.field("epochs", pa.int32()),
+        *[pa.field(key, pa.float64()) for key in LATENCY_COLUMNS],
         *[pa.field(key, tp) for key, tp in hyper.items()],
         pa.field("run_id", pa.string()),
         pa.field("on_front", pa.bool_()),

@@ -26,6 +26,10 @@ OBJECTIVE_COLUMNS = (
     "macs",
     "energy_j",
     "epochs",
+    "latency_ms_b1",
+    "latency_ms_batch",
+    "latency_reduction_b1",
+    "latency_reduction_batch",
 )
 DEFAULT_OBJECTIVES = "accuracy:max,mac_reduction:max"
 UNITS = {
@@ -37,6 +41,10 @@ UNITS = {
     "macs": "MACs per image (count)",
     "energy_j": "energy per image (J)",
     "epochs": "epochs trained",
+    "latency_ms_b1": "forward latency at batch 1 (ms, median)",
+    "latency_ms_batch": "forward latency at the eval batch (ms, median)",
+    "latency_reduction_b1": "batch-1 latency reduction vs net0 (x)",
+    "latency_reduction_batch": "eval-batch latency reduction vs net0 (x)",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,12 @@ from ray_jobs.tracking.store import (
 )
 
 PAGE_SIZE = 1000
+LATENCY_COLUMNS = (
+    "latency_ms_b1",
+    "latency_ms_batch",
+    "latency_reduction_b1",
+    "latency_reduction_batch",
+)
 
 
 def existing_store(option: str | None) -> tuple[str, Any]:
@@ -54,6 +61,11 @@ class NetworkRow:
     epochs: int
     run_id: str
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    # NaN where no latency was recorded (record.latency off, or an older sweep).
+    latency_ms_b1: float = math.nan
+    latency_ms_batch: float = math.nan
+    latency_reduction_b1: float = math.nan
+    latency_reduction_batch: float = math.nan
 
 
 @dataclass
@@ -72,6 +84,7 @@ class TrialRow:
     rounds: int | None
     delta_reason: str
     run_id: str
+    latency_ms_b1: float | None = None
 
 
 def all_runs(client: Any, experiment_ids: Sequence[str], filter_string: str) -> list[Any]:
@@ -149,6 +162,7 @@ def trial_row(run: Any, experiment: str) -> TrialRow:
         rounds=int(rounds) if rounds is not None else None,
         delta_reason=tags.get("delta_reason", tags.get("error", "")),
         run_id=run.info.run_id,
+        latency_ms_b1=metrics.get("latency_ms_b1"),
     )
 
 
@@ -200,4 +214,5 @@ def network_row(run: Any, experiment: str, hyperparams: dict[str, Any]) -> Netwo
         epochs=int(metrics["epochs"]),
         run_id=run.info.run_id,
         hyperparams=hyperparams,
+        **{key: metrics.get(key, math.nan) for key in LATENCY_COLUMNS},
     )

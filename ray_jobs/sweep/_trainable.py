@@ -28,6 +28,7 @@ from ray import tune
 from adprune_core.cost import cost_report
 from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
+from adprune_core.latency import LATENCY_FIELDS
 from adprune_core.schedule import EpochResult, PruneSchedule, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
@@ -200,6 +201,7 @@ def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, An
             "net_layer_ad_history": record.layer_ad_history,
             "net_profile": record.profile,
             "epochs_to_rho": record.epochs_to_rho,
+            **{key: getattr(record, key) for key in LATENCY_FIELDS},
         }
     profile = decision.profile or classify_profile(
         state.ad_history, schedule.spec.prune.delta.flat_band
@@ -208,6 +210,9 @@ def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, An
         "net_layer_ad_history": [list(x) for x in state.layer_ad_history],
         "net_profile": profile,
         "epochs_to_rho": state.epoch if decision.rho == "saturated" else None,
+        # Timed here, on the trial's own device and threads, while the network is still live;
+        # the checkpoint carries the figures to the record that closes after the PAUSE.
+        **schedule.latency_fields(),
     }
 
 

@@ -16,7 +16,15 @@ NET_SUMMARY_METRICS = (
     "mac_reduction",
     "training_complexity",
 )
+# Present where the spec's record.latency is on (the default).
+LATENCY_METRICS = (
+    "latency_ms_b1",
+    "latency_ms_batch",
+    "latency_reduction_b1",
+    "latency_reduction_batch",
+)
 TRIAL_METRICS = {
+    **{f"final_{key}": key for key in LATENCY_METRICS},
     "final_accuracy": "accuracy",
     "final_param_reduction": "param_reduction",
     "final_mac_reduction": "mac_reduction",
@@ -56,6 +64,7 @@ def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     metrics["epochs"] = result["epoch"]
     if result.get("epochs_to_rho") is not None:
         metrics["epochs_to_rho"] = result["epochs_to_rho"]
+    metrics.update({k: result[k] for k in LATENCY_METRICS if result.get(k) is not None})
     return {
         **network_fields("net_end", trial_id, result),
         "net0_widths": result["net0_widths"],
@@ -100,7 +109,7 @@ def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
         "trial": trial_id,
         "status": status,
         "reason": result.get("final_stop_reason") or result.get("diverged", ""),
-        "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if k in result},
+        "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if result.get(k) is not None},
         "final_widths": result.get("final_widths"),
     }
 
