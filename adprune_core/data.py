@@ -51,6 +51,14 @@ _TINYIMAGENET_SIZE = 64
 _MIN_STD = 1e-6
 
 
+def check_dataset(name: str) -> None:
+    """The spec's check of ``data.dataset``: a one-line error unless it names a loader."""
+    if name not in _LOADERS:
+        from adprune_core.data_plugins import plugin_loader
+
+        plugin_loader(name)
+
+
 @dataclass
 class SyntheticSpec:
     num_train: int = field(
@@ -80,7 +88,10 @@ class SyntheticSpec:
 class DataSpec:
     dataset: str = field(
         default="digits",
-        metadata={"choices": DATASETS, "help": "which dataset to train on"},
+        metadata={
+            "check": check_dataset,
+            "help": "built-in dataset, or loader 'module.path:function'",
+        },
     )
     root: str = field(
         default="data",
@@ -153,7 +164,9 @@ def load_dataset(spec: DataSpec) -> ArrayDataset:
     """Load the dataset named by ``spec`` into CPU tensors (train subset applied)."""
     loader = _LOADERS.get(spec.dataset)
     if loader is None:
-        raise ValueError(f"unknown dataset {spec.dataset!r}; known datasets: {', '.join(DATASETS)}")
+        from adprune_core.data_plugins import plugin_loader
+
+        loader = plugin_loader(spec.dataset)
     if spec.num_train is not None and spec.num_train < 1:
         raise ValueError(f"data.num_train must be at least 1, got {spec.num_train}")
     data = loader(spec)

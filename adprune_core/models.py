@@ -261,9 +261,23 @@ def layout_for(arch: str) -> list[int | str]:
 
 
 def arch_info(arch: str) -> ArchInfo:
-    if arch not in ARCHS:
-        raise ArchError(f"unknown arch '{arch}'; known: {', '.join(sorted(ARCHS))}")
-    return ARCHS[arch]
+    """A built-in arch, else a factory named by an import path or an entry point."""
+    if arch in ARCHS:
+        return ARCHS[arch]
+    from adprune_core.plugins import MODEL_GROUP, entry_point_names, plugin_arch_info
+
+    info = plugin_arch_info(arch)
+    if info is None:
+        known = ", ".join([*sorted(ARCHS), *entry_point_names(MODEL_GROUP)])
+        raise ArchError(
+            f"unknown arch '{arch}'; known: {known}, or a factory 'module.path:function'"
+        )
+    return info
+
+
+def check_arch(arch: str) -> None:
+    """The spec's check of ``model.arch``: a one-line error unless ``arch`` can be built."""
+    arch_info(arch)
 
 
 def default_widths(arch: str) -> list[int]:
@@ -301,6 +315,14 @@ def build_model(
 _register_builtin()
 
 
+def no_channel_groups(arch: str) -> str:
+    return (
+        f"inherit needs the channel groups of {arch}, and it declares none (a channel_groups "
+        "attribute on the module its factory builds); random init is the only choice for it: "
+        "prune.init: random"
+    )
+
+
 @torch.no_grad()
 def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Generator) -> None:
     """Copy a random subset of ``parent``'s filters into the narrower ``child``.
@@ -312,6 +334,8 @@ def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Ge
     """
     if parent.arch != child.arch:
         raise ArchError(f"cannot inherit {child.arch} filters from {parent.arch}")
+    if not child.channel_groups:
+        raise ArchError(f"prune.init: {no_channel_groups(child.arch)}")
     keep = [
         torch.randperm(pw, generator=generator)[:cw].sort().values
         for pw, cw in zip(parent.widths, child.widths)

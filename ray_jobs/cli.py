@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import click
 
 from adprune_core.data import DATASETS, DatasetNotFoundError, DataSpec, dataset_shape
-from adprune_core.models import ARCHS, ArchError
+from adprune_core.models import ArchError, arch_info
+from adprune_core.plugins import PluginError
 from adprune_core.spec import SpecError
 from adprune_core.train import DeviceUnavailable, TrainingDiverged
 
@@ -24,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERRORS: tuple[type[BaseException], ...] = (
     SpecError,
     ArchError,
+    PluginError,
     DatasetNotFoundError,
     TrainingDiverged,
     DeviceUnavailable,
@@ -69,8 +71,22 @@ def parse_widths(text: str | None) -> list[int] | None:
     return widths
 
 
+def check_arch_option(arch: str) -> str:
+    try:
+        arch_info(arch)
+    except (ArchError, PluginError) as err:
+        raise click.BadParameter(getattr(err, "detail", str(err)), param_hint="'--arch'") from None
+    return arch
+
+
 @main.command()
-@click.option("--arch", required=True, type=click.Choice(sorted(ARCHS)), help="Architecture.")
+@click.option(
+    "--arch",
+    required=True,
+    callback=lambda _ctx, _param, value: check_arch_option(value),
+    help="Built-in arch (vgg11/13/16/19, resnet18/34, cnn2, cnn, cnn6) or factory "
+    "'module.path:function'.",
+)
 @click.option("--widths", help="Comma-separated widths, one per prunable conv (default: net0).")
 @click.option("--dataset", type=click.Choice(DATASETS), help="Take classes and input size from it.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classes (default 10).")

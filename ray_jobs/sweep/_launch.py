@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from adprune_core.preflight import check_plugins
 from adprune_core.report import format_table
 from adprune_core.spec import SweepSpec
 from ray_jobs.sweep._errors import LaunchError
@@ -188,6 +189,7 @@ def launch(
     storage = storage_root(opts.storage)
     spec = resolve_spec(spec, storage, opts)
     check_searches(spec, opts)
+    check_plugins(spec)  # a plugin's error is one line here, before Ray starts
     name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
