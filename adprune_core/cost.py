@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from adprune_core.flop_cost import counted_cost
 from adprune_core.models import (
     POOL,
     RESNET_BLOCKS,
@@ -139,8 +140,6 @@ def net_cost(
     in_channels: int = 3,
 ) -> NetCost:
     if arch_info(arch).family not in ANALYTIC_FAMILIES:
-        from adprune_core.flop_cost import counted_cost
-
         params, macs = counted_cost(
             arch, tuple(check_widths(arch, widths)), num_classes, input_size, in_channels
         )

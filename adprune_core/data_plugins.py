@@ -5,18 +5,20 @@
 ``(train_x, train_y, test_x, test_y, num_classes)``: images as uint8 (0-255) or float tensors of
 shape (N, C, H, W) with H == W, labels as int64 tensors of shape (N,). It is called with those
 of the keyword arguments ``root``, ``seed`` and ``download`` (the spec's ``data.*``) that its
-signature takes. What it returns is checked, then goes through the built-ins' device batching.
+signature takes. What it returns is checked here; :mod:`adprune_core.data` then gives it the
+built-ins' device batching.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from adprune_core.data import DATASETS, ArrayDataset, DataSpec, _channel_stats
 from adprune_core.plugins import (
     DATASET_GROUP,
     PluginError,
@@ -29,21 +31,32 @@ KEY = "data.dataset"
 RETURNED = "(train_x, train_y, test_x, test_y, num_classes)"
 
 
-def plugin_loader(name: str) -> Callable[[DataSpec], ArrayDataset]:
-    """What :func:`adprune_core.data.load_dataset` calls for a plugin dataset."""
+@dataclass
+class LoadedData:
+    """What a loader returned, checked: CPU tensors, images (N, C, S, S), int64 labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+
+def plugin_loader(name: str, builtins: Sequence[str]) -> Callable[..., LoadedData]:
+    """The loader ``name`` names, as a function of ``root``, ``seed`` and ``download`` that
+    returns what it loaded, checked; ``builtins`` are listed when ``name`` names nothing."""
     function = load_object(name, DATASET_GROUP, KEY)
     if function is None:
-        known = ", ".join([*DATASETS, *entry_point_names(DATASET_GROUP)])
+        known = ", ".join([*builtins, *entry_point_names(DATASET_GROUP)])
         raise PluginError(
             KEY, f"unknown dataset {name!r}; known: {known}, or a loader 'module.path:function'"
         )
     if not callable(function):
         raise PluginError(KEY, f"{name}: is a {type(function).__name__}, not a function")
-    return lambda spec: load_plugin_dataset(name, function, spec)
+    return functools.partial(load_checked, name, function)
 
 
-def loader_arguments(function: Callable[..., Any], spec: DataSpec) -> dict[str, Any]:
-    offered = {"root": spec.root, "seed": spec.seed, "download": spec.download}
+def loader_arguments(function: Callable[..., Any], offered: dict[str, Any]) -> dict[str, Any]:
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):  # a builtin or C function: call it without arguments
@@ -53,9 +66,9 @@ def loader_arguments(function: Callable[..., Any], spec: DataSpec) -> dict[str, 
     return {key: value for key, value in offered.items() if key in parameters}
 
 
-def load_plugin_dataset(name: str, function: Callable[..., Any], spec: DataSpec) -> ArrayDataset:
+def load_checked(name: str, function: Callable[..., Any], **offered: Any) -> LoadedData:
     try:
-        returned = function(**loader_arguments(function, spec))
+        returned = function(**loader_arguments(function, offered))
     except Exception as err:  # the plugin's own bug: name it in one line
         raise PluginError(KEY, f"{name}: the loader raised {first_line(err)}") from None
     if not isinstance(returned, (tuple, list)) or len(returned) != 5:
@@ -75,18 +88,7 @@ def load_plugin_dataset(name: str, function: Callable[..., Any], spec: DataSpec)
         )
     train_y = _labels(name, "train_y", train_y, len(train_x), num_classes)
     test_y = _labels(name, "test_y", test_y, len(test_x), num_classes)
-    mean, std = _channel_stats(train_x)
-    return ArrayDataset(
-        name=name,
-        train_x=train_x,
-        train_y=train_y,
-        test_x=test_x,
-        test_y=test_y,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        default_augment=False,  # crop and flip suit natural images; the loader's data may not
-    )
+    return LoadedData(train_x, train_y, test_x, test_y, num_classes)
 
 
 def _describe(value: Any) -> str:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from adprune_core.models import build_model
+
 
 def counted_params_and_macs(model: nn.Module, input_size: int, in_channels: int) -> tuple[int, int]:
     """Parameters and MACs per image of ``model``, counted on one dry forward pass."""
@@ -33,7 +35,5 @@ def counted_cost(
 ) -> tuple[int, int]:
     """(params, MACs) of ``arch`` at ``widths``; cached, since every epoch's report asks for
     the same few width lists and building a network to count it is not free."""
-    from adprune_core.models import build_model
-
     model = build_model(arch, list(widths), num_classes, input_size, in_channels)
     return counted_params_and_macs(model, input_size, in_channels)

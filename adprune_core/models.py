@@ -12,11 +12,19 @@ filter inheritance must see all of them to slice any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from adprune_core.plugins import MODEL_GROUP, entry_point_names, plugin_arch_info
+from adprune_core.prunable import (  # re-exported: the names every caller has imported here
+    MAX_WIDTH,
+    ArchError,
+    ArchInfo,
+    LayerReLU,
+    PrunableNet,
+)
 
 POOL = "M"
 
@@ -38,43 +46,6 @@ CNN_CONFIGS: dict[str, list[int]] = {
     "cnn": [32, 32, 64, 64],
     "cnn6": [32, 32, 64, 64, 128, 128],
 }
-
-MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
-
-Group = int | None  # a prunable layer index, or None for the input image / the class logits
-
-
-class ArchError(ValueError):
-    """An unknown architecture or a width list that does not fit it."""
-
-
-class LayerReLU(nn.ReLU):
-    """The ReLU that closes one prunable layer; the density monitor hooks these."""
-
-
-@dataclass(frozen=True)
-class ArchInfo:
-    name: str
-    family: str
-    default_widths: tuple[int, ...]
-    builder: Callable[[list[int], int, int, int], PrunableNet]
-
-
-class PrunableNet(nn.Module):
-    """Base class: knows its widths and which channel groups each tensor belongs to."""
-
-    def __init__(self, arch: str, widths: Sequence[int]) -> None:
-        super().__init__()
-        self.arch = arch
-        self.widths = list(widths)
-        # module name -> (input channel group, output channel group)
-        self.channel_groups: dict[str, tuple[Group, Group]] = {}
-
-    def prunable_relus(self) -> list[LayerReLU]:
-        return [m for m in self.modules() if isinstance(m, LayerReLU)]
-
-    def _tag(self, name: str, in_group: Group, out_group: Group) -> None:
-        self.channel_groups[name] = (in_group, out_group)
 
 
 def _pool_fits(size: int) -> bool:
@@ -264,8 +235,6 @@ def arch_info(arch: str) -> ArchInfo:
     """A built-in arch, else a factory named by an import path or an entry point."""
     if arch in ARCHS:
         return ARCHS[arch]
-    from adprune_core.plugins import MODEL_GROUP, entry_point_names, plugin_arch_info
-
     info = plugin_arch_info(arch)
     if info is None:
         known = ", ".join([*sorted(ARCHS), *entry_point_names(MODEL_GROUP)])

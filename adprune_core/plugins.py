@@ -6,7 +6,7 @@
     build(widths: list[int], num_classes: int, in_channels: int, input_size: int) -> nn.Module
 
 with its net0 widths as a ``default_widths`` attribute of the factory, or of its module. The
-prunable layers are the module's :class:`~adprune_core.models.LayerReLU` modules, in the order
+prunable layers are the module's :class:`~adprune_core.prunable.LayerReLU` modules, in the order
 the forward pass runs them. Every network a factory builds is checked in one dry forward pass
 before it trains; each failure is one :class:`PluginError` line naming the factory.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adprune_core.models import MAX_WIDTH, ArchInfo, Group, LayerReLU, PrunableNet
+from adprune_core.prunable import MAX_WIDTH, ArchInfo, Group, LayerReLU, PrunableNet
 
 MODEL_GROUP = "adprune_sweep.models"
 DATASET_GROUP = "adprune_sweep.datasets"

@@ -196,6 +196,19 @@ def run(
     help="MLflow store: sqlite:///PATH or http://HOST:PORT "
     "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
 )
+@click.option(
+    "--py-module",
+    "py_modules",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A plugin package (folder, .whl or .zip) Ray ships to every worker "
+    "(runtime_env py_modules; repeatable).",
+)
+@click.option(
+    "--working-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder Ray ships to every worker as its working directory (runtime_env working_dir).",
+)
 @user_errors
 def launch(
     spec_path: str | None,
@@ -208,6 +221,8 @@ def launch(
     max_failures: int,
     overrides: tuple[str, ...],
     tracking_uri: str | None,
+    py_modules: tuple[str, ...],
+    working_dir: str | None,
 ) -> None:
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
@@ -218,6 +233,7 @@ def launch(
     from adprune_core.spec import load_spec
     from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
+    from ray_jobs.sweep import shipped_code
 
     if spec_path is None and (overrides or not resume):
         raise click.UsageError("SPEC.yaml is required, except with --resume (and no --set)")
@@ -232,7 +248,10 @@ def launch(
         max_failures=max_failures,
         tracking_uri=tracking_uri,
         spec_label=spec_path,
+        py_modules=list(py_modules),
+        working_dir=working_dir,
     )
+    shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
     try:
         launch_sweep(load_spec(spec_path, overrides) if spec_path else None, options)
     except SweepInterrupted as stop:

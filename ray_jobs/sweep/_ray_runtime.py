@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from adprune_core.spec import SweepSpec
 from ray_jobs.sweep._errors import LaunchError
@@ -39,7 +42,24 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
-def start_ray(cluster: str | None) -> str:
+def shipped_code(py_modules: Sequence[str], working_dir: str | None) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` that ships plugin code to every worker, or None.
+
+    The driver imports the same code from where it lies, so that a plugin is checked before
+    Ray starts: a module's parent folder, and the working directory, go on its ``sys.path``.
+    """
+    env: dict[str, Any] = {}
+    if py_modules:
+        env["py_modules"] = [str(Path(m).resolve()) for m in py_modules]
+    if working_dir:
+        env["working_dir"] = str(Path(working_dir).resolve())
+    for folder in [*(str(Path(m).parent) for m in env.get("py_modules", [])), working_dir]:
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+    return env or None
+
+
+def start_ray(cluster: str | None, runtime_env: dict[str, Any] | None = None) -> str:
     import logging
 
     import ray
@@ -50,12 +70,18 @@ def start_ray(cluster: str | None) -> str:
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,  # per-checkpoint worker chatter; progress comes from results
+            runtime_env=runtime_env,
         )
         return "embedded local Ray"
     address = cluster_address(cluster)
     check_reachable(address)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            runtime_env=runtime_env,
+        )
     except (ConnectionError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = ""
