@@ -1,6 +1,6 @@
 """`launch --cluster` on a real two-node Ray cluster (network namespaces, token auth) with a
-shared `mlflow server` on the head's address: placement on both nodes, job submission, and
-the loss of the worker node mid-sweep."""
+shared `mlflow server` on the head's address: placement on both nodes, job submission, a
+plugin shipped to the workers by Ray's runtime_env, and the loss of the worker node mid-sweep."""
 
 import json
 import signal
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cluster import TwoNodeCluster, can_make_namespaces, kill_session
 from conftest import CLI, tiny_spec, trial_results
+from plugin_sources import tinynet_cost, write_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -150,6 +151,28 @@ def test_job_submission_with_cluster_auto(cluster, tmp_path):
     (rows,) = trial_results(tmp_path, "job").values()
     assert rows[-1]["schedule_done"] is True
     assert check_server_store(cluster, tmp_path, "job")["sweep_status"] == "FINISHED"
+
+
+def test_a_plugin_shipped_by_runtime_env_trains_on_both_nodes(cluster, tmp_path):
+    src = write_plugin(tmp_path)
+    # Not installed anywhere a node looks: only Ray's runtime_env brings it to the workers.
+    probe = cluster.run_in(cluster.worker_ns, [sys.executable, "-c", "import tinyplug"])
+    assert probe.returncode != 0 and "No module named 'tinyplug'" in probe.stderr
+    text = tiny_spec("plugin-nodes").replace(
+        "arch: cnn2, widths: [12, 16]", 'arch: "tinyplug.nets:build", widths: [8, 12, 16]'
+    )
+    text = text.replace("dataset: synthetic", 'dataset: "tinyplug.data:load"')
+    proc = launch_on(cluster, tmp_path, text, "--py-module", str(src / "tinyplug"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = trial_results(tmp_path, "plugin-nodes")
+    assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
+    rows = [row for trial in results.values() for row in trial]
+    assert {row["node_ip"] for row in rows} == {cluster.head_ip, cluster.worker_ip}
+    for row in rows:
+        assert (row["params"], row["macs"]) == tinynet_cost(row["widths"], 3, 3, 12)
+    store = check_server_store(cluster, tmp_path, "plugin-nodes")
+    assert store["sweep_status"] == "FINISHED"
+    assert store["nodes"] == sorted({cluster.head_ip, cluster.worker_ip})
 
 
 SLOW = {
