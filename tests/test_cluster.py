@@ -153,15 +153,20 @@ def test_job_submission_with_cluster_auto(cluster, tmp_path):
     assert check_server_store(cluster, tmp_path, "job")["sweep_status"] == "FINISHED"
 
 
+def plugin_spec(name, grid="[0.005, 0.05]"):
+    """The tiny spec on the plugin package's network and dataset."""
+    text = tiny_spec(name, grid=grid).replace(
+        "arch: cnn2, widths: [12, 16]", 'arch: "tinyplug.nets:build", widths: [8, 12, 16]'
+    )
+    return text.replace("dataset: synthetic", 'dataset: "tinyplug.data:load"')
+
+
 def test_a_plugin_shipped_by_runtime_env_trains_on_both_nodes(cluster, tmp_path):
     src = write_plugin(tmp_path)
     # Not installed anywhere a node looks: only Ray's runtime_env brings it to the workers.
     probe = cluster.run_in(cluster.worker_ns, [sys.executable, "-c", "import tinyplug"])
     assert probe.returncode != 0 and "No module named 'tinyplug'" in probe.stderr
-    text = tiny_spec("plugin-nodes").replace(
-        "arch: cnn2, widths: [12, 16]", 'arch: "tinyplug.nets:build", widths: [8, 12, 16]'
-    )
-    text = text.replace("dataset: synthetic", 'dataset: "tinyplug.data:load"')
+    text = plugin_spec("plugin-nodes")
     proc = launch_on(cluster, tmp_path, text, "--py-module", str(src / "tinyplug"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = trial_results(tmp_path, "plugin-nodes")
@@ -173,6 +178,27 @@ def test_a_plugin_shipped_by_runtime_env_trains_on_both_nodes(cluster, tmp_path)
     store = check_server_store(cluster, tmp_path, "plugin-nodes")
     assert store["sweep_status"] == "FINISHED"
     assert store["nodes"] == sorted({cluster.head_ip, cluster.worker_ip})
+
+
+def test_a_plugin_shipped_by_a_ray_job_runtime_env(cluster, tmp_path):
+    src = write_plugin(tmp_path)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(plugin_spec("plugin-job", grid="[0.05]"))
+    submit = [
+        *[str(Path(sys.executable).with_name("ray")), "job", "submit"],
+        *["--address", f"http://{cluster.head_ip}:{cluster.dashboard_port}"],
+        *["--working-dir", "."],
+        *["--runtime-env-json", json.dumps({"py_modules": [str(src / "tinyplug")]})],
+        *["--", "adprune-sweep", "launch", str(spec), "--cluster", "auto"],
+        *["--storage", str(tmp_path / "runs"), "--tracking-uri", cluster.mlflow_uri],
+    ]
+    proc = cluster.run_in(cluster.head_ns, submit, cwd=REPO, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 trials in" in proc.stdout
+    (rows,) = trial_results(tmp_path, "plugin-job").values()
+    assert rows[-1]["schedule_done"] is True
+    assert all((r["params"], r["macs"]) == tinynet_cost(r["widths"], 3, 3, 12) for r in rows)
+    assert check_server_store(cluster, tmp_path, "plugin-job")["sweep_status"] == "FINISHED"
 
 
 SLOW = {
