@@ -166,13 +166,18 @@ def test_a_plugin_shipped_by_runtime_env_trains_on_both_nodes(cluster, tmp_path)
     # Not installed anywhere a node looks: only Ray's runtime_env brings it to the workers.
     probe = cluster.run_in(cluster.worker_ns, [sys.executable, "-c", "import tinyplug"])
     assert probe.returncode != 0 and "No module named 'tinyplug'" in probe.stderr
-    text = plugin_spec("plugin-nodes")
+    # Long enough rounds that the second trial starts on the worker (whose first actor sets
+    # up the runtime_env) instead of reusing the head's actor after the first trial ends.
+    text = plugin_spec("plugin-nodes").replace(
+        "min_epochs: 2, max_epochs: 4", "min_epochs: 20, max_epochs: 20"
+    )
     proc = launch_on(cluster, tmp_path, text, "--py-module", str(src / "tinyplug"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = trial_results(tmp_path, "plugin-nodes")
     assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
     rows = [row for trial in results.values() for row in trial]
-    assert {row["node_ip"] for row in rows} == {cluster.head_ip, cluster.worker_ip}
+    nodes = {row["node_ip"] for row in rows}
+    assert nodes == {cluster.head_ip, cluster.worker_ip}, proc.stdout[-4000:]
     for row in rows:
         assert (row["params"], row["macs"]) == tinynet_cost(row["widths"], 3, 3, 12)
     store = check_server_store(cluster, tmp_path, "plugin-nodes")
