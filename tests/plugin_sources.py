@@ -127,6 +127,14 @@ def label_out_of_range():
     return train_x, train_y + 1, test_x, test_y, classes
 """
 
+ENTRY_POINTS = """
+[adprune_sweep.models]
+tiny = tinyplug.nets:build
+
+[adprune_sweep.datasets]
+tinydata = tinyplug.data:load
+"""
+
 BROKEN = """
 import a_module_that_is_not_there  # noqa
 """
@@ -141,6 +149,11 @@ def write_plugin(folder: Path) -> Path:
     (package / "nets.py").write_text(NETS)
     (package / "data.py").write_text(DATA)
     (package / "broken.py").write_text(BROKEN)
+    # Installed-package metadata on the same path: the entry points a `pip install` would add.
+    dist = src / "tinyplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
     return src
 
 

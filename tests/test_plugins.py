@@ -17,8 +17,9 @@ from mlflow_store import all_runs, check_store_matches, client_for
 from plugin_sources import tinynet_cost, write_plugin
 
 from adprune_core.cost import net_cost
+from adprune_core.data import DataSpec, load_dataset
 from adprune_core.flop_cost import counted_cost, counted_params_and_macs
-from adprune_core.models import ARCHS, build_model, default_widths, inherit_filters
+from adprune_core.models import ARCHS, ArchError, build_model, default_widths, inherit_filters
 from adprune_core.plugins import PluginError, plugin_arch_info
 
 NET = "tinyplug.nets:build"
@@ -100,6 +101,16 @@ def test_plugin_net_gets_default_widths_and_relus_in_forward_order(plugin):
     relus = model.prunable_relus()
     assert relus == [model.net.stem_relu, model.net.mid_relu, model.net.mix_relu]
     assert model(torch.zeros(5, 3, 12, 12)).shape == (5, 3)
+
+
+def test_entry_points_name_a_network_and_a_dataset(plugin):
+    assert default_widths("tiny") == [8, 12, 16]
+    data = load_dataset(DataSpec(dataset="tinydata"))
+    assert (data.num_classes, data.input_size, data.in_channels) == (3, 12, 3)
+    assert (len(data.train_y), len(data.test_y)) == (96, 48)
+    assert net_cost("tiny", [4, 6, 8], 3, 12, 3).macs == tinynet_cost([4, 6, 8], 3, 3, 12)[1]
+    with pytest.raises(ArchError, match=r"known: cnn, .*vgg19, tiny, or a factory"):
+        default_widths("nope")
 
 
 @pytest.mark.parametrize(
