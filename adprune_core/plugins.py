@@ -149,10 +149,13 @@ class PluginNet(PrunableNet):
     """A factory's network behind what the schedule needs: its widths, its LayerReLUs in
     forward order and, when the network declares them, its channel groups."""
 
-    def __init__(self, arch: str, widths: Sequence[int], net: nn.Module) -> None:
+    def __init__(
+        self, arch: str, widths: Sequence[int], net: nn.Module, relu_order: list[LayerReLU]
+    ) -> None:
         super().__init__(arch, widths)
         self.net = net
-        self._relu_order: list[LayerReLU] = []
+        # A plain list, not a ModuleList: the ReLUs are registered once, under self.net.
+        self._relu_order = list(relu_order)
         # The user's module names, seen from here under "net."; filter inheritance needs them.
         for module_name, (in_group, out_group) in declared_groups(arch, net, len(widths)).items():
             self._tag(f"net.{module_name}", in_group, out_group)
@@ -216,9 +219,8 @@ def build_plugin_net(
             f"{name}: built {len(relus)} LayerReLU modules for {len(widths)} widths "
             "(one LayerReLU closes each prunable layer)",
         )
-    wrapped = PluginNet(name, widths, net)
-    wrapped._relu_order = dry_forward_check(name, net, widths, num_classes, input_size, in_channels)
-    return wrapped
+    order = dry_forward_check(name, net, widths, num_classes, input_size, in_channels)
+    return PluginNet(name, widths, net, order)
 
 
 def dry_forward_check(
