@@ -9,7 +9,9 @@ What a script needs, loaded on first use::
     print(payload["summary"]["widths"])
 
 - specs: :class:`SweepSpec`, :func:`load_spec`, :func:`spec_from_dict`;
-- models: :func:`build_model`, :func:`default_widths`, :data:`ARCHS`;
+- models: :func:`build_model`, :func:`default_widths`, :data:`ARCHS`; your own network is a
+  factory named by ``module.path:function`` whose prunable layers end in :class:`LayerReLU`
+  (:class:`PluginError` when it does not keep that protocol);
 - the schedule (Algorithm 1): :class:`PruneSchedule`, :func:`run_schedule`, :func:`summarize`;
 - the decisions: :func:`decide` (rho, delta and the next widths), :func:`next_widths`,
   :func:`classify_profile`;
@@ -32,6 +34,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ARCHS": ".models",
         "build_model": ".models",
         "default_widths": ".models",
+        "LayerReLU": ".models",
+        "PluginError": ".plugins",
         "PruneSchedule": ".schedule",
         "summarize": ".schedule",
         "run_schedule": ".runner",

@@ -1,7 +1,9 @@
 """Analytic cost of a network from its widths: parameters, MACs, energy, training complexity.
 
 Counted from the architecture description alone, never from a built module, so the tests can
-check it independently against ``FlopCounterMode`` and ``nn.Module.parameters()``.
+check it independently against ``FlopCounterMode`` and ``nn.Module.parameters()``. An arch
+without such a description (a plugin's factory) is counted on a dry forward pass instead
+(:mod:`adprune_core.flop_cost`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from adprune_core.flop_cost import counted_cost
 from adprune_core.models import (
     POOL,
     RESNET_BLOCKS,
@@ -20,6 +23,9 @@ from adprune_core.models import (
 )
 
 ENERGY_PER_MAC_J = 4.6e-12  # 45 nm CMOS, fp32 MAC (the paper's E_MAC)
+# Families counted from their description; any other arch (a plugin's factory) is counted on
+# a dry forward pass by adprune_core.flop_cost.
+ANALYTIC_FAMILIES = ("vgg", "cnn", "resnet")
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,11 @@ def net_cost(
     input_size: int = 32,
     in_channels: int = 3,
 ) -> NetCost:
+    if arch_info(arch).family not in ANALYTIC_FAMILIES:
+        params, macs = counted_cost(
+            arch, tuple(check_widths(arch, widths)), num_classes, input_size, in_channels
+        )
+        return NetCost(params=params, macs=macs, shortcut_params=0, shortcut_macs=0)
     layers = layer_costs(arch, widths, num_classes, input_size, in_channels)
     shortcut = [layer for layer in layers if layer.name.startswith("shortcut")]
     return NetCost(

@@ -6,8 +6,9 @@ the training device. Keeping the whole dataset on the device and drawing batches
 avoids DataLoader worker processes, which interact badly with Ray workers and dominate the
 step time for the small CNNs this project sweeps.
 
-Longer than 300 lines because it holds the loaders of all five datasets (each short) next to
-the one batching path they all feed, whose shapes and normalisation they must agree with.
+Longer than 300 lines because it holds the loaders of all five datasets (each short), and the
+entry of plugin loaders, next to the one batching path they all feed, whose shapes and
+normalisation they must agree with.
 """
 
 import os
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from adprune_core.catalog import DATASETS
+from adprune_core.data_plugins import plugin_loader
 from adprune_core.errors import DatasetNotFoundError
 
 # (num_classes, input_size, in_channels) of the datasets whose shape is fixed.
@@ -44,6 +46,12 @@ _TINYIMAGENET_SIZE = 64
 
 # A channel that is constant on the training data would otherwise divide by zero.
 _MIN_STD = 1e-6
+
+
+def check_dataset(name: str) -> None:
+    """The spec's check of ``data.dataset``: a one-line error unless it names a loader."""
+    if name not in DATASETS:
+        plugin_loader(name, DATASETS)
 
 
 @dataclass
@@ -75,7 +83,10 @@ class SyntheticSpec:
 class DataSpec:
     dataset: str = field(
         default="digits",
-        metadata={"choices": DATASETS, "help": "which dataset to train on"},
+        metadata={
+            "check": check_dataset,
+            "help": "built-in dataset, or loader 'module.path:function'",
+        },
     )
     root: str = field(
         default="data",
@@ -142,9 +153,7 @@ class ArrayDataset:
 
 def load_dataset(spec: DataSpec) -> ArrayDataset:
     """Load the dataset named by ``spec`` into CPU tensors (train subset applied)."""
-    loader = _LOADERS.get(spec.dataset)
-    if loader is None:
-        raise ValueError(f"unknown dataset {spec.dataset!r}; known datasets: {', '.join(DATASETS)}")
+    loader = _LOADERS.get(spec.dataset, _load_plugin)
     if spec.num_train is not None and spec.num_train < 1:
         raise ValueError(f"data.num_train must be at least 1, got {spec.num_train}")
     data = loader(spec)
@@ -371,6 +380,25 @@ def _sample_synthetic(
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=gen)]
     images = prototypes[labels] + noise * torch.randn((n, *prototypes.shape[1:]), generator=gen)
     return images.float(), labels.to(torch.int64)
+
+
+def _load_plugin(spec: DataSpec) -> ArrayDataset:
+    """A loader named by an import path or an entry point (:mod:`adprune_core.data_plugins`)."""
+    loaded = plugin_loader(spec.dataset, DATASETS)(
+        root=spec.root, seed=spec.seed, download=spec.download
+    )
+    mean, std = _channel_stats(loaded.train_x)
+    return ArrayDataset(
+        name=spec.dataset,
+        train_x=loaded.train_x,
+        train_y=loaded.train_y,
+        test_x=loaded.test_x,
+        test_y=loaded.test_y,
+        num_classes=loaded.num_classes,
+        mean=mean,
+        std=std,
+        default_augment=False,  # crop and flip suit natural images; a loader's data may not
+    )
 
 
 _LOADERS: dict[str, Callable[[DataSpec], ArrayDataset]] = {

@@ -23,3 +23,12 @@ class DeviceUnavailable(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class PluginError(ValueError):
+    """A plugin that cannot be used; one line, ``KEY: NAME: what is wrong``."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail

@@ -12,13 +12,19 @@ filter inheritance must see all of them to slice any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from adprune_core.errors import ArchError
+from adprune_core.plugins import MODEL_GROUP, entry_point_names, plugin_arch_info
+from adprune_core.prunable import (  # re-exported: the names every caller has imported here
+    MAX_WIDTH,
+    ArchError,
+    ArchInfo,
+    LayerReLU,
+    PrunableNet,
+)
 
 POOL = "M"
 
@@ -40,39 +46,6 @@ CNN_CONFIGS: dict[str, list[int]] = {
     "cnn": [32, 32, 64, 64],
     "cnn6": [32, 32, 64, 64, 128, 128],
 }
-
-MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
-
-Group = int | None  # a prunable layer index, or None for the input image / the class logits
-
-
-class LayerReLU(nn.ReLU):
-    """The ReLU that closes one prunable layer; the density monitor hooks these."""
-
-
-@dataclass(frozen=True)
-class ArchInfo:
-    name: str
-    family: str
-    default_widths: tuple[int, ...]
-    builder: Callable[[list[int], int, int, int], PrunableNet]
-
-
-class PrunableNet(nn.Module):
-    """Base class: knows its widths and which channel groups each tensor belongs to."""
-
-    def __init__(self, arch: str, widths: Sequence[int]) -> None:
-        super().__init__()
-        self.arch = arch
-        self.widths = list(widths)
-        # module name -> (input channel group, output channel group)
-        self.channel_groups: dict[str, tuple[Group, Group]] = {}
-
-    def prunable_relus(self) -> list[LayerReLU]:
-        return [m for m in self.modules() if isinstance(m, LayerReLU)]
-
-    def _tag(self, name: str, in_group: Group, out_group: Group) -> None:
-        self.channel_groups[name] = (in_group, out_group)
 
 
 def _pool_fits(size: int) -> bool:
@@ -259,9 +232,21 @@ def layout_for(arch: str) -> list[int | str]:
 
 
 def arch_info(arch: str) -> ArchInfo:
-    if arch not in ARCHS:
-        raise ArchError(f"unknown arch '{arch}'; known: {', '.join(sorted(ARCHS))}")
-    return ARCHS[arch]
+    """A built-in arch, else a factory named by an import path or an entry point."""
+    if arch in ARCHS:
+        return ARCHS[arch]
+    info = plugin_arch_info(arch)
+    if info is None:
+        known = ", ".join([*sorted(ARCHS), *entry_point_names(MODEL_GROUP)])
+        raise ArchError(
+            f"unknown arch '{arch}'; known: {known}, or a factory 'module.path:function'"
+        )
+    return info
+
+
+def check_arch(arch: str) -> None:
+    """The spec's check of ``model.arch``: a one-line error unless ``arch`` can be built."""
+    arch_info(arch)
 
 
 def default_widths(arch: str) -> list[int]:
@@ -299,6 +284,14 @@ def build_model(
 _register_builtin()
 
 
+def no_channel_groups(arch: str) -> str:
+    return (
+        f"inherit needs the channel groups of {arch}, and it declares none (a channel_groups "
+        "attribute on the module its factory builds); random init is the only choice for it: "
+        "prune.init: random"
+    )
+
+
 @torch.no_grad()
 def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Generator) -> None:
     """Copy a random subset of ``parent``'s filters into the narrower ``child``.
@@ -310,6 +303,8 @@ def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Ge
     """
     if parent.arch != child.arch:
         raise ArchError(f"cannot inherit {child.arch} filters from {parent.arch}")
+    if not child.channel_groups:
+        raise ArchError(f"prune.init: {no_channel_groups(child.arch)}")
     keep = [
         torch.randperm(pw, generator=generator)[:cw].sort().values
         for pw, cw in zip(parent.widths, child.widths)

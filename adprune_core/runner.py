@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from adprune_core.criteria import Decision
+from adprune_core.preflight import check_plugins
 from adprune_core.report import decision_line, epoch_line, rounds_table, summary_lines
 from adprune_core.schedule import EpochResult, PruneSchedule, summarize
 from adprune_core.spec import SpecError, SweepSpec, load_spec, spec_to_dict
@@ -56,7 +57,7 @@ def run_schedule(spec: SweepSpec, quiet: bool = False, echo: Echo = print) -> di
             f"{', '.join(spec.search)} is for `adprune-sweep launch`"
         )
     start = time.perf_counter()
-    schedule = PruneSchedule(spec)
+    schedule = PruneSchedule(spec, check_plugins(spec))
     data = schedule.data
     echo(
         f"{spec.name}: {spec.model.arch} on {spec.data.dataset} "

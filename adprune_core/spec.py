@@ -1,7 +1,8 @@
 """The sweep spec: typed dataclasses read from YAML, shared by ``run`` and ``launch``.
 
 Validation is driven by the dataclasses themselves: field types, and ``metadata`` keys
-``min``, ``min_exclusive``, ``max`` and ``choices``. Every error names the key path.
+``min``, ``min_exclusive``, ``max``, ``choices`` and ``check`` (a function that raises
+``ValueError`` for a bad value). Every error names the key path.
 
 Longer than 300 lines because the spec's dataclasses and the generic validation that reads
 their field types and metadata belong together: one cannot be changed without the other.
@@ -24,7 +25,7 @@ from adprune_core.criteria import PruneSpec
 from adprune_core.data import DataSpec
 from adprune_core.errors import SpecError
 from adprune_core.latency import LatencySpec
-from adprune_core.models import ARCHS, ArchError, check_widths
+from adprune_core.models import ArchError, check_arch, check_widths
 from adprune_core.train import TrainSpec
 
 
@@ -38,7 +39,8 @@ class RecordSpec:
 @dataclass
 class ModelSpec:
     arch: str = field(
-        default="cnn", metadata={"choices": tuple(ARCHS), "help": "architecture of net0"}
+        default="cnn",
+        metadata={"check": check_arch, "help": "built-in arch, or factory 'module.path:function'"},
     )
     widths: list[int] | None = field(
         default=None, metadata={"help": "net0 widths, one per prunable conv (default: the arch's)"}
@@ -165,6 +167,11 @@ def _check_range(value: Any, meta: Mapping[str, Any], path: str) -> None:
         raise SpecError(
             f"{path}: expected one of {', '.join(map(str, meta['choices']))}, got {value!r}"
         )
+    if "check" in meta:
+        try:
+            meta["check"](value)
+        except ValueError as err:  # a plugin error carries its message without its key
+            raise SpecError(f"{path}: {getattr(err, 'detail', err)}") from None
     if "min" in meta and value < meta["min"]:
         raise SpecError(f"{path}: expected a value >= {meta['min']}, got {value!r}")
     if "min_exclusive" in meta and value <= meta["min_exclusive"]:

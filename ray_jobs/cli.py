@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 import click
 
 # Only torch-free modules at the top: compare, pareto, ui and --help never load torch.
-from adprune_core.catalog import BUILTIN_ARCHS, DATASETS
+from adprune_core.catalog import DATASETS
 from adprune_core.errors import (
     ArchError,
     DatasetNotFoundError,
     DeviceUnavailable,
+    PluginError,
     SpecError,
     TrainingDiverged,
 )
@@ -29,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERRORS: tuple[type[BaseException], ...] = (
     SpecError,
     ArchError,
+    PluginError,
     DatasetNotFoundError,
     TrainingDiverged,
     DeviceUnavailable,
@@ -74,8 +76,24 @@ def parse_widths(text: str | None) -> list[int] | None:
     return widths
 
 
+def check_arch_option(arch: str) -> str:
+    from adprune_core.models import arch_info  # loads torch: only cost needs it
+
+    try:
+        arch_info(arch)
+    except (ArchError, PluginError) as err:
+        raise click.BadParameter(getattr(err, "detail", str(err)), param_hint="'--arch'") from None
+    return arch
+
+
 @main.command()
-@click.option("--arch", required=True, type=click.Choice(BUILTIN_ARCHS), help="Architecture.")
+@click.option(
+    "--arch",
+    required=True,
+    callback=lambda _ctx, _param, value: check_arch_option(value),
+    help="Built-in arch (vgg11/13/16/19, resnet18/34, cnn2, cnn, cnn6) or factory "
+    "'module.path:function'.",
+)
 @click.option("--widths", help="Comma-separated widths, one per prunable conv (default: net0).")
 @click.option("--dataset", type=click.Choice(DATASETS), help="Take classes and input size from it.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classes (default 10).")
@@ -186,6 +204,19 @@ def run(
     help="MLflow store: sqlite:///PATH or http://HOST:PORT "
     "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
 )
+@click.option(
+    "--py-module",
+    "py_modules",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A plugin package (folder, .whl or .zip) Ray ships to every worker "
+    "(runtime_env py_modules; repeatable).",
+)
+@click.option(
+    "--working-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder Ray ships to every worker as its working directory (runtime_env working_dir).",
+)
 @user_errors
 def launch(
     spec_path: str | None,
@@ -198,6 +229,8 @@ def launch(
     max_failures: int,
     overrides: tuple[str, ...],
     tracking_uri: str | None,
+    py_modules: tuple[str, ...],
+    working_dir: str | None,
 ) -> None:
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
@@ -208,6 +241,7 @@ def launch(
     from adprune_core.spec import load_spec
     from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
+    from ray_jobs.sweep import shipped_code
 
     if spec_path is None and (overrides or not resume):
         raise click.UsageError("SPEC.yaml is required, except with --resume (and no --set)")
@@ -222,7 +256,10 @@ def launch(
         max_failures=max_failures,
         tracking_uri=tracking_uri,
         spec_label=spec_path,
+        py_modules=list(py_modules),
+        working_dir=working_dir,
     )
+    shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
     try:
         launch_sweep(load_spec(spec_path, overrides) if spec_path else None, options)
     except SweepInterrupted as stop:

@@ -1,6 +1,6 @@
 """`launch --cluster` on a real two-node Ray cluster (network namespaces, token auth) with a
-shared `mlflow server` on the head's address: placement on both nodes, job submission, and
-the loss of the worker node mid-sweep."""
+shared `mlflow server` on the head's address: placement on both nodes, job submission, a
+plugin shipped to the workers by Ray's runtime_env, and the loss of the worker node mid-sweep."""
 
 import json
 import signal
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cluster import TwoNodeCluster, can_make_namespaces, kill_session
 from conftest import CLI, tiny_spec, trial_results
+from plugin_sources import tinynet_cost, write_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -150,6 +151,59 @@ def test_job_submission_with_cluster_auto(cluster, tmp_path):
     (rows,) = trial_results(tmp_path, "job").values()
     assert rows[-1]["schedule_done"] is True
     assert check_server_store(cluster, tmp_path, "job")["sweep_status"] == "FINISHED"
+
+
+def plugin_spec(name, grid="[0.005, 0.05]"):
+    """The tiny spec on the plugin package's network and dataset."""
+    text = tiny_spec(name, grid=grid).replace(
+        "arch: cnn2, widths: [12, 16]", 'arch: "tinyplug.nets:build", widths: [8, 12, 16]'
+    )
+    return text.replace("dataset: synthetic", 'dataset: "tinyplug.data:load"')
+
+
+def test_a_plugin_shipped_by_runtime_env_trains_on_both_nodes(cluster, tmp_path):
+    src = write_plugin(tmp_path)
+    # Not installed anywhere a node looks: only Ray's runtime_env brings it to the workers.
+    probe = cluster.run_in(cluster.worker_ns, [sys.executable, "-c", "import tinyplug"])
+    assert probe.returncode != 0 and "No module named 'tinyplug'" in probe.stderr
+    # Long enough rounds that the second trial starts on the worker (whose first actor sets
+    # up the runtime_env) instead of reusing the head's actor after the first trial ends.
+    text = plugin_spec("plugin-nodes").replace(
+        "min_epochs: 2, max_epochs: 4", "min_epochs: 20, max_epochs: 20"
+    )
+    proc = launch_on(cluster, tmp_path, text, "--py-module", str(src / "tinyplug"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = trial_results(tmp_path, "plugin-nodes")
+    assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
+    rows = [row for trial in results.values() for row in trial]
+    nodes = {row["node_ip"] for row in rows}
+    assert nodes == {cluster.head_ip, cluster.worker_ip}, proc.stdout[-4000:]
+    for row in rows:
+        assert (row["params"], row["macs"]) == tinynet_cost(row["widths"], 3, 3, 12)
+    store = check_server_store(cluster, tmp_path, "plugin-nodes")
+    assert store["sweep_status"] == "FINISHED"
+    assert store["nodes"] == sorted({cluster.head_ip, cluster.worker_ip})
+
+
+def test_a_plugin_shipped_by_a_ray_job_runtime_env(cluster, tmp_path):
+    src = write_plugin(tmp_path)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(plugin_spec("plugin-job", grid="[0.05]"))
+    submit = [
+        *[str(Path(sys.executable).with_name("ray")), "job", "submit"],
+        *["--address", f"http://{cluster.head_ip}:{cluster.dashboard_port}"],
+        *["--working-dir", "."],
+        *["--runtime-env-json", json.dumps({"py_modules": [str(src / "tinyplug")]})],
+        *["--", "adprune-sweep", "launch", str(spec), "--cluster", "auto"],
+        *["--storage", str(tmp_path / "runs"), "--tracking-uri", cluster.mlflow_uri],
+    ]
+    proc = cluster.run_in(cluster.head_ns, submit, cwd=REPO, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 trials in" in proc.stdout
+    (rows,) = trial_results(tmp_path, "plugin-job").values()
+    assert rows[-1]["schedule_done"] is True
+    assert all((r["params"], r["macs"]) == tinynet_cost(r["widths"], 3, 3, 12) for r in rows)
+    assert check_server_store(cluster, tmp_path, "plugin-job")["sweep_status"] == "FINISHED"
 
 
 SLOW = {

@@ -47,7 +47,7 @@ def test_every_spec_field_has_help_and_valid_defaults(cls: type) -> None:
     instance = cls()
     for f in dataclasses.fields(cls):
         assert isinstance(f.metadata.get("help"), str) and f.metadata["help"], f.name
-        assert set(f.metadata) <= {"min", "max", "choices", "help"}, f.name
+        assert set(f.metadata) <= {"min", "max", "choices", "check", "help"}, f.name
         value = getattr(instance, f.name)
         if value is None:
             continue
@@ -55,11 +55,16 @@ def test_every_spec_field_has_help_and_valid_defaults(cls: type) -> None:
             assert value >= f.metadata["min"], f.name
         if "choices" in f.metadata:
             assert value in f.metadata["choices"], f.name
+        if "check" in f.metadata:
+            f.metadata["check"](value)  # raises for a bad default
 
 
-def test_dataset_choices_match_known_datasets() -> None:
-    choices = {f.name: f.metadata for f in dataclasses.fields(DataSpec)}["dataset"]["choices"]
-    assert tuple(choices) == DATASETS
+def test_dataset_check_takes_the_known_datasets_and_refuses_others() -> None:
+    check = {f.name: f.metadata for f in dataclasses.fields(DataSpec)}["dataset"]["check"]
+    for name in DATASETS:
+        check(name)
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        check("nope")
     assert set(DATASETS) == {
         "cifar10",
         "cifar100",

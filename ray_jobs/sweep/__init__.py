@@ -5,7 +5,8 @@
   :class:`RoundAwareVariantGenerator` (grid/random search that keeps actors between rounds).
 - ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).
 - ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary.
-- ``_ray_runtime``: starting or connecting to Ray, and checking the cluster fits the sweep.
+- ``_ray_runtime``: starting or connecting to Ray (with plugin code shipped to its workers),
+  and checking the cluster fits the sweep.
 - ``_folders``: the storage root, checked sweep names, and the claim on a sweep's folder.
 - ``_identity``: each sweep's identity file (MLflow sweep id, store, launch spec).
 - ``_interrupts``: SIGINT and SIGTERM stop a sweep cleanly.
@@ -31,5 +32,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "LaunchError": "._errors",
         "SweepInterrupted": "._interrupts",
         "start_ray": "._ray_runtime",
+        "shipped_code": "._ray_runtime",
     },
 )

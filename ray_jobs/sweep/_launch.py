@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from adprune_core.preflight import check_plugins
 from adprune_core.report import format_table
 from adprune_core.spec import SweepSpec
 from ray_jobs.sweep._errors import LaunchError
@@ -30,6 +31,7 @@ from ray_jobs.sweep._ray_runtime import (
     check_resources,
     check_shared_storage,
     local_resources,
+    shipped_code,
     start_ray,
 )
 from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
@@ -60,6 +62,8 @@ class LaunchOptions:
     max_failures: int = 3  # retries per trial, each from its last checkpoint
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else ./mlruns sqlite
     spec_label: str | None = None  # the spec's file, for errors and the resume command
+    py_modules: list[str] = field(default_factory=list)  # plugin packages Ray ships to workers
+    working_dir: str | None = None  # a folder Ray ships to workers as their working directory
 
 
 @dataclass
@@ -165,6 +169,10 @@ def resume_command(opts: LaunchOptions, name: str) -> str:
         parts += ["--storage", shlex.quote(opts.storage)]
     if opts.cluster:
         parts += ["--cluster", shlex.quote(opts.cluster)]
+    for module in opts.py_modules:
+        parts += ["--py-module", shlex.quote(module)]
+    if opts.working_dir:
+        parts += ["--working-dir", shlex.quote(opts.working_dir)]
     return " ".join([*parts, "--resume"])
 
 
@@ -188,6 +196,8 @@ def launch(
     storage = storage_root(opts.storage)
     spec = resolve_spec(spec, storage, opts)
     check_searches(spec, opts)
+    runtime_env = shipped_code(opts.py_modules, opts.working_dir)
+    check_plugins(spec)  # a plugin's error is one line here, before Ray starts
     name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
@@ -195,7 +205,9 @@ def launch(
     claim = claim_sweep(storage, name, opts.resume)
     with StopSignals() as stop:
         try:
-            tuner, identity = prepare(spec, opts, storage, name, claim, sweep_end_report)
+            tuner, identity = prepare(
+                spec, opts, storage, name, claim, sweep_end_report, runtime_env
+            )
         except BaseException as err:
             claim.abandon()
             if isinstance(err, KeyboardInterrupt):
@@ -240,11 +252,12 @@ def prepare(
     name: str,
     claim: SweepClaim,
     sweep_end_report: SweepEndReport | None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Everything before training, each check failing before the next costs anything."""
     identity = sweep_identity(claim.home, opts.resume, opts.tracking_uri, spec)
     open_store(identity["tracking_uri"], spec.experiment)
-    where = start_ray(opts.cluster)
+    where = start_ray(opts.cluster, runtime_env)
     if opts.cluster is not None:
         import ray
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from adprune_core.spec import SweepSpec
 from ray_jobs.sweep._errors import LaunchError
@@ -40,6 +43,23 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
+def shipped_code(py_modules: Sequence[str], working_dir: str | None) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` that ships plugin code to every worker, or None.
+
+    The driver imports the same code from where it lies, so that a plugin is checked before
+    Ray starts: a module's parent folder, and the working directory, go on its ``sys.path``.
+    """
+    env: dict[str, Any] = {}
+    if py_modules:
+        env["py_modules"] = [str(Path(m).resolve()) for m in py_modules]
+    if working_dir:
+        env["working_dir"] = str(Path(working_dir).resolve())
+    for folder in [*(str(Path(m).parent) for m in env.get("py_modules", [])), working_dir]:
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+    return env or None
+
+
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
@@ -49,7 +69,7 @@ def hide_token_auth_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
-def start_ray(cluster: str | None) -> str:
+def start_ray(cluster: str | None, runtime_env: dict[str, Any] | None = None) -> str:
     import ray
 
     if cluster is None:
@@ -59,12 +79,18 @@ def start_ray(cluster: str | None) -> str:
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,  # per-checkpoint worker chatter; progress comes from results
+            runtime_env=runtime_env,
         )
         return "embedded local Ray"
     address = cluster_address(cluster)
     check_reachable(address)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            runtime_env=runtime_env,
+        )
     except (ConnectionError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = ""

@@ -1,0 +1,48 @@
+"""What every prunable network is, whoever builds it: the ReLU that closes a prunable layer,
+the base class that knows the widths and channel groups, and an arch's registry entry.
+
+Kept apart from :mod:`adprune_core.models` so that plugin factories
+(:mod:`adprune_core.plugins`) and the built-in archs share it without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from adprune_core.errors import ArchError  # noqa: F401  (re-exported with the rest)
+
+MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
+
+Group = int | None  # a prunable layer index, or None for the input image / the class logits
+
+
+class LayerReLU(nn.ReLU):
+    """The ReLU that closes one prunable layer; the density monitor hooks these."""
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    name: str
+    family: str
+    default_widths: tuple[int, ...]
+    builder: Callable[[list[int], int, int, int], PrunableNet]
+
+
+class PrunableNet(nn.Module):
+    """Base class: knows its widths and which channel groups each tensor belongs to."""
+
+    def __init__(self, arch: str, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.arch = arch
+        self.widths = list(widths)
+        # module name -> (input channel group, output channel group)
+        self.channel_groups: dict[str, tuple[Group, Group]] = {}
+
+    def prunable_relus(self) -> list[LayerReLU]:
+        return [m for m in self.modules() if isinstance(m, LayerReLU)]
+
+    def _tag(self, name: str, in_group: Group, out_group: Group) -> None:
+        self.channel_groups[name] = (in_group, out_group)
