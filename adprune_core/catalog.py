@@ -15,6 +15,14 @@ BUILTIN_ARCHS: tuple[str, ...] = (
     "vgg19",
 )
 
+# (num_classes, input_size, in_channels) of the datasets whose shape is fixed.
+FIXED_DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "cifar10": (10, 32, 3),
+    "cifar100": (100, 32, 3),
+    "tinyimagenet": (200, 64, 3),
+    "digits": (10, 8, 1),
+}
+
 DATASETS: tuple[str, ...] = (
     "cifar10",
     "cifar100",

@@ -12,14 +12,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from adprune_core.flop_cost import counted_cost
-from adprune_core.models import (
+from adprune_core.archs import (
     POOL,
     RESNET_BLOCKS,
-    _pool_fits,
-    arch_info,
-    check_widths,
+    builtin_default_widths,
+    builtin_family,
     layout_for,
+    pool_fits,
+    validate_widths,
 )
 
 ENERGY_PER_MAC_J = 4.6e-12  # 45 nm CMOS, fp32 MAC (the paper's E_MAC)
@@ -92,7 +92,7 @@ def plain_layers(
     in_ch, size = in_channels, input_size
     for item in layout_for(arch):
         if item == POOL:
-            size = size // 2 if _pool_fits(size) else size
+            size = size // 2 if pool_fits(size) else size
             continue
         conv, bn, size = conv_cost(f"conv{item}", in_ch, widths[item], size, 3, 1)
         layers += [conv, bn]
@@ -127,8 +127,8 @@ def layer_costs(
     input_size: int = 32,
     in_channels: int = 3,
 ) -> list[LayerCost]:
-    widths = check_widths(arch, widths)
-    counter = resnet_layers if arch_info(arch).family == "resnet" else plain_layers
+    widths = validate_widths(arch, builtin_default_widths(arch), widths)
+    counter = resnet_layers if builtin_family(arch) == "resnet" else plain_layers
     return counter(arch, widths, num_classes, input_size, in_channels)
 
 
@@ -139,7 +139,11 @@ def net_cost(
     input_size: int = 32,
     in_channels: int = 3,
 ) -> NetCost:
-    if arch_info(arch).family not in ANALYTIC_FAMILIES:
+    if builtin_family(arch) not in ANALYTIC_FAMILIES:
+        # Loads torch: a plugin's network is counted on a dry forward pass.
+        from adprune_core.flop_cost import counted_cost
+        from adprune_core.models import check_widths
+
         params, macs = counted_cost(
             arch, tuple(check_widths(arch, widths)), num_classes, input_size, in_channels
         )

@@ -19,17 +19,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from adprune_core.catalog import DATASETS
+from adprune_core.catalog import DATASETS, FIXED_DATASET_SHAPES
 from adprune_core.data_plugins import plugin_loader
 from adprune_core.errors import DatasetNotFoundError
 
 # (num_classes, input_size, in_channels) of the datasets whose shape is fixed.
-_FIXED_SHAPES: dict[str, tuple[int, int, int]] = {
-    "cifar10": (10, 32, 3),
-    "cifar100": (100, 32, 3),
-    "tinyimagenet": (200, 64, 3),
-    "digits": (10, 8, 1),
-}
+_FIXED_SHAPES = FIXED_DATASET_SHAPES
 
 # Published per-channel statistics of the training sets, so that loading does not have to
 # convert tens of thousands of images to float just to measure them.

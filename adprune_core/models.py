@@ -17,41 +17,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from adprune_core.archs import (  # re-exported: callers import the descriptions from here too
+    CNN_CONFIGS,
+    POOL,
+    RESNET_BLOCKS,
+    VGG_CONFIGS,
+    cnn_layout,
+    pool_fits,
+    resnet_default_widths,
+    validate_widths,
+    vgg_layout,
+)
 from adprune_core.plugins import MODEL_GROUP, entry_point_names, plugin_arch_info
 from adprune_core.prunable import (  # re-exported: the names every caller has imported here
-    MAX_WIDTH,
     ArchError,
     ArchInfo,
     LayerReLU,
     PrunableNet,
 )
-
-POOL = "M"
-
-VGG_CONFIGS: dict[str, list[int | str]] = {
-    "vgg11": [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
-    "vgg13": [64, 64, POOL, 128, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
-    "vgg16": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL]
-    + [512, 512, 512, POOL, 512, 512, 512, POOL],
-    "vgg19": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL]
-    + [512, 512, 512, 512, POOL, 512, 512, 512, 512, POOL],
-}
-
-RESNET_BLOCKS: dict[str, list[int]] = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
-RESNET_STAGE_WIDTHS = [64, 128, 256, 512]
-
-# A small family for CPU runs: 3x3 conv + BN + ReLU, a 2x2 max-pool after every second conv.
-CNN_CONFIGS: dict[str, list[int]] = {
-    "cnn2": [16, 32],
-    "cnn": [32, 32, 64, 64],
-    "cnn6": [32, 32, 64, 64, 128, 128],
-}
-
-
-def _pool_fits(size: int) -> bool:
-    # Tiny inputs (8x8 digits) run out of resolution before the last pools of a VGG;
-    # a pool that would shrink below 1x1 is skipped, in the cost model too.
-    return size >= 2
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
@@ -76,7 +59,7 @@ class PlainNet(PrunableNet):
         in_ch, size, layer_index, group = in_channels, input_size, 0, None
         for item in layout:
             if item == POOL:
-                if _pool_fits(size):
+                if pool_fits(size):
                     layers.append(nn.MaxPool2d(2))
                     size //= 2
                 continue
@@ -93,15 +76,6 @@ class PlainNet(PrunableNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def cnn_layout(num_layers: int) -> list[int | str]:
-    layout: list[int | str] = []
-    for i in range(num_layers):
-        layout.append(i)
-        if i % 2 == 1:
-            layout.append(POOL)
-    return layout
 
 
 class BasicBlock(nn.Module):
@@ -165,13 +139,6 @@ class ResNet(PrunableNet):
         return self.head(torch.flatten(self.pool(self.blocks(x)), 1))
 
 
-def resnet_default_widths(blocks_per_stage: Sequence[int]) -> tuple[int, ...]:
-    widths = [RESNET_STAGE_WIDTHS[0]]
-    for stage, count in enumerate(blocks_per_stage):
-        widths += [RESNET_STAGE_WIDTHS[stage]] * (2 * count)
-    return tuple(widths)
-
-
 ARCHS: dict[str, ArchInfo] = {}
 
 
@@ -186,7 +153,7 @@ def _register_builtin() -> None:
                 name,
                 "vgg",
                 tuple(w for w in cfg if w != POOL),  # type: ignore[misc]
-                lambda w, c, s, i, cfg=cfg, name=name: PlainNet(name, _vgg_layout(cfg), w, c, s, i),
+                lambda w, c, s, i, cfg=cfg, name=name: PlainNet(name, vgg_layout(cfg), w, c, s, i),
             )
         )
     for name, blocks in RESNET_BLOCKS.items():
@@ -207,28 +174,6 @@ def _register_builtin() -> None:
                 lambda w, c, s, i, name=name: PlainNet(name, cnn_layout(len(w)), w, c, s, i),
             )
         )
-
-
-def _vgg_layout(cfg: Sequence[int | str]) -> list[int | str]:
-    layout: list[int | str] = []
-    index = 0
-    for item in cfg:
-        if item == POOL:
-            layout.append(POOL)
-        else:
-            layout.append(index)
-            index += 1
-    return layout
-
-
-def layout_for(arch: str) -> list[int | str]:
-    """Conv indices and pools, in order, for the plain (VGG / cnn) families."""
-    info = arch_info(arch)
-    if info.family == "vgg":
-        return _vgg_layout(VGG_CONFIGS[arch])
-    if info.family == "cnn":
-        return cnn_layout(len(info.default_widths))
-    raise ArchError(f"{arch} is not a plain conv stack")
 
 
 def arch_info(arch: str) -> ArchInfo:
@@ -255,18 +200,7 @@ def default_widths(arch: str) -> list[int]:
 
 def check_widths(arch: str, widths: Sequence[int] | None) -> list[int]:
     """The widths to build, or a one-line :class:`ArchError` saying what is wrong with them."""
-    expected = arch_info(arch).default_widths
-    if widths is None:
-        return list(expected)
-    widths = list(widths)
-    if len(widths) != len(expected):
-        raise ArchError(f"{arch} has {len(expected)} prunable layers, got {len(widths)} widths")
-    for i, w in enumerate(widths):
-        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WIDTH:
-            raise ArchError(
-                f"width {i} of {arch} must be an integer in [1, {MAX_WIDTH}], got {str(w)[:20]}"
-            )
-    return widths
+    return validate_widths(arch, arch_info(arch).default_widths, widths)
 
 
 def build_model(

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from adprune_core.archs import MAX_WIDTH  # noqa: F401  (re-exported with the rest)
 from adprune_core.errors import ArchError  # noqa: F401  (re-exported with the rest)
-
-MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
 
 Group = int | None  # a prunable layer index, or None for the input image / the class logits
 

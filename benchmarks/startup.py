@@ -32,6 +32,7 @@ search: {prune.rho.threshold: {grid: [0.005, 0.05]}}
 COMMANDS = {
     "compare": ["compare"],
     "pareto": ["pareto", "-o", "front.parquet"],
+    "cost": ["cost", "--arch", "vgg19"],
     "--help": ["--help"],
 }
 

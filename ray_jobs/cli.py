@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 # Only torch-free modules at the top: compare, pareto, ui and --help never load torch.
-from adprune_core.catalog import DATASETS
+from adprune_core.catalog import BUILTIN_ARCHS, DATASETS, FIXED_DATASET_SHAPES
 from adprune_core.errors import (
     ArchError,
     DatasetNotFoundError,
@@ -76,8 +76,19 @@ def parse_widths(text: str | None) -> list[int] | None:
     return widths
 
 
+def dataset_input_shape(dataset: str) -> tuple[int, int, int]:
+    """(num_classes, input_size, in_channels) of a built-in dataset, torch-free when fixed."""
+    if dataset in FIXED_DATASET_SHAPES:
+        return FIXED_DATASET_SHAPES[dataset]
+    from adprune_core.data import DataSpec, dataset_shape
+
+    return dataset_shape(DataSpec(dataset=dataset))
+
+
 def check_arch_option(arch: str) -> str:
-    from adprune_core.models import arch_info  # loads torch: only cost needs it
+    if arch in BUILTIN_ARCHS:
+        return arch  # described without torch; a plugin is imported and checked below
+    from adprune_core.models import arch_info
 
     try:
         arch_info(arch)
@@ -119,13 +130,12 @@ def cost(
 ) -> None:
     """Parameters, MACs, energy and reductions of a width list against the arch's net0."""
     from adprune_core.cost import describe_cost
-    from adprune_core.data import DataSpec, dataset_shape
 
     if dataset and (num_classes or input_size or in_channels):
         raise click.UsageError(
             "give --dataset or --num-classes/--input-size/--in-channels, not both"
         )
-    shape = dataset_shape(DataSpec(dataset=dataset)) if dataset else (10, 32, 3)
+    shape = dataset_input_shape(dataset) if dataset else (10, 32, 3)
     try:
         text = describe_cost(
             arch,

@@ -26,8 +26,15 @@ def imported_top_level(args, cwd):
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["compare"], ["compare", "--format", "json"], ["pareto", "-o", "f.parquet"]],
-    ids=["help", "compare", "compare-json", "pareto"],
+    [
+        ["--help"],
+        ["compare"],
+        ["compare", "--format", "json"],
+        ["pareto", "-o", "f.parquet"],
+        ["cost", "--arch", "vgg19", "--dataset", "cifar100", "--widths", ",".join(["8"] * 16)],
+        ["cost", "--arch", "resnet18", "--json"],
+    ],
+    ids=["help", "compare", "compare-json", "pareto", "cost-vgg19", "cost-resnet18"],
 )
 def test_read_only_commands_load_neither_torch_nor_ray(two_sweeps, args):
     folder, _, _ = two_sweeps
