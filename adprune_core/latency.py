@@ -32,9 +32,9 @@ class LatencySpec:
     enabled: bool = field(
         default=True, metadata={"help": "time each network's forward pass (latency_ms_* metrics)"}
     )
-    warmup: int = field(default=3, metadata={"min": 0, "help": "untimed passes first"})
+    warmup: int = field(default=2, metadata={"min": 0, "help": "untimed passes first"})
     repeats: int = field(
-        default=10, metadata={"min": 1, "help": "timed passes; the median is recorded"}
+        default=5, metadata={"min": 1, "help": "timed passes; the median is recorded"}
     )
 
 
