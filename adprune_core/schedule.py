@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from adprune_core.activation_maps import mean_activation_maps
 from adprune_core.cost import cost_report, training_complexity
 from adprune_core.criteria import Decision, classify_profile, decide
 from adprune_core.data import ArrayDataset, DeviceBatches, load_dataset
@@ -71,6 +72,8 @@ class NetRecord:
     latency_ms_batch: float | None = None
     latency_reduction_b1: float | None = None
     latency_reduction_batch: float | None = None
+    # Fig. 3: the mean activation of every prunable layer for the first test image.
+    activation_maps: dict[str, list] | None = None
 
     @property
     def label(self) -> str:
@@ -333,6 +336,7 @@ class PruneSchedule:
             epochs_to_rho=state.epoch if decision.rho == "saturated" else None,
             training_complexity=previous + training_complexity([(state.epoch, cost.mac_reduction)]),
             **latency,
+            activation_maps=self.activation_maps(),
         )
         state.records.append(record)
         state.network_latency = None  # the next network is timed afresh
@@ -369,6 +373,11 @@ class PruneSchedule:
         copy.to(self.device, memory_format=memory_format(self.spec.train.channels_last))
         copy.load_state_dict(self.model.state_dict())
         return copy
+
+    def activation_maps(self) -> dict[str, list]:
+        """Fig. 3's maps of the current network, for the first test image as it sees it."""
+        image = next(iter(self.batches.test_batches(1)))[0][0]
+        return mean_activation_maps(self._hook_free_copy(), image)
 
     def latency_fields(self) -> dict[str, float]:
         """``latency_ms_*`` and their reductions against net0 (the first record, or this

@@ -1,9 +1,11 @@
-"""PNG figures for MLflow artifacts: AD curves (the paper's Figs. 1 and 2) and the front."""
+"""PNG figures for MLflow artifacts: AD curves (the paper's Figs. 1 and 2), activation maps (its
+Fig. 3) and the front."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -60,5 +62,37 @@ def plot_trial_ad(path: Path, title: str, curves: Sequence[tuple[str, Sequence[f
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize="small")
+    fig.savefig(path, dpi=80)
+    return path
+
+
+def plot_activation_maps(path: Path, title: str, maps: dict[str, Any]) -> Path:
+    """The paper's Fig. 3: the input, then net0's layers (top row) beside the chosen network's
+    (bottom row), every layer map on one colour scale so that the rows compare directly."""
+    net0, chosen = maps["net0"], maps["chosen"]
+    columns = 1 + max(len(net0), len(chosen))
+    fig = Figure(figsize=(1.6 * columns, 3.9))
+    axes = fig.subplots(2, columns, squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.04, top=0.82, wspace=0.1, hspace=0.35)
+    values = [v for layers in (net0, chosen) for grid in layers for row in grid for v in row]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    image = None
+    for row, (label, layers) in enumerate((("net0", net0), (maps["chosen_label"], chosen))):
+        axes[row][0].imshow(maps["input"], cmap="gray")
+        axes[row][0].set_title("input", fontsize=8)
+        axes[row][0].set_ylabel(label, fontsize=9)
+        for index in range(columns - 1):
+            ax = axes[row][index + 1]
+            if index < len(layers):
+                image = ax.imshow(layers[index], cmap="viridis", vmin=low, vmax=high)
+                ax.set_title(f"layer {index}", fontsize=8)
+            else:
+                ax.set_visible(False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, cax=fig.add_axes((0.92, 0.1, 0.015, 0.7)), label="mean activation")
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=80)
     return path

@@ -111,6 +111,7 @@ def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
         "reason": result.get("final_stop_reason") or result.get("diverged", ""),
         "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if result.get(k) is not None},
         "final_widths": result.get("final_widths"),
+        "fig3": result.get("fig3"),
     }
 
 

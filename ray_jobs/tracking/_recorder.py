@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.tracking._figures import plot_net_ad, plot_trial_ad
+from ray_jobs.tracking._figures import plot_activation_maps, plot_net_ad, plot_trial_ad
 from ray_jobs.tracking._runs import RunResolver, log_metrics, set_tags
 from ray_jobs.tracking.keys import CLOSED_TAG, net_key, sweep_key, trial_key
 
@@ -136,6 +136,8 @@ class Recorder:
         done = op["status"] == "done"
         if done:
             self._log_trial_plot(run_id, op["trial"])
+            if op.get("fig3"):
+                self._log_fig3(run_id, op["trial"], op["fig3"])
         else:
             self._fail_open_nets(op["trial"], op.get("reason", ""))
         tags = {
@@ -155,6 +157,15 @@ class Recorder:
         with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
             plot = plot_trial_ad(
                 Path(folder) / "ad_all_rounds.png", f"{trial_id}: total AD, every round", curves
+            )
+            self.client.log_artifact(run_id, str(plot))
+
+    def _log_fig3(self, run_id: str, trial_id: str, maps: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
+            plot = plot_activation_maps(
+                Path(folder) / "activation_maps.png",
+                f"{trial_id}: mean activation per layer, first test image",
+                maps,
             )
             self.client.log_artifact(run_id, str(plot))
 
