@@ -107,7 +107,8 @@ def build_tuner(
     from ray import tune
 
     from ray_jobs.sweep._result_log import KeepLocalJsonLoggerCallback
-    from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
+    from ray_jobs.sweep._scheduler import ActivationDensityScheduler
+    from ray_jobs.sweep._search_alg import make_search_alg
     from ray_jobs.sweep._trainable import adprune_trainable
 
     trainable = tune.with_resources(
@@ -123,7 +124,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
             # Tune applies max_concurrent_trials only to its own default generator.
-            search_alg=RoundAwareVariantGenerator(scheduler, max_concurrent=max_concurrent or 0),
+            search_alg=make_search_alg(spec, scheduler, max_concurrent or 0),
             num_samples=opts.num_samples or spec.num_samples,
             reuse_actors=True,
         ),
