@@ -6,6 +6,9 @@ plots, and ``ui``.
 - ``_front``: objectives and the non-dominated rule (:func:`front_mask`).
 - ``_export``: the front as parquet/CSV (:func:`export_pareto`), and each sweep's own front
   (:func:`sweep_front`, handed to the recorder when a sweep ends).
+- ``_hypervolume``: the front's hypervolume against each sweep's net0
+  (:func:`sweep_hypervolumes`; :func:`trial_end_hypervolume`, handed to the recorder to log
+  after every completed trial).
 - ``_plots``: the front as a PNG.
 - ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
 
@@ -37,6 +40,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "export_pareto": "._export",
         "sweep_front": "._export",
         "SweepFront": "._export",
+        "hypervolume": "._hypervolume",
+        "sweep_hypervolumes": "._hypervolume",
+        "trial_end_hypervolume": "._hypervolume",
         "plot_front": "._plots",
         "serve_ui": "._ui",
     },

@@ -36,7 +36,7 @@ from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open
 from ray_jobs.sweep._search_space import param_space
 
 if TYPE_CHECKING:
-    from ray_jobs.tracking import SweepEndReport
+    from ray_jobs.tracking import SweepEndReport, TrialEndReport
 
 # Tune's CSV / TensorBoard loggers cannot take the list-valued fields every report carries
 # (widths, per-layer AD); results still land in each trial's result.json.
@@ -173,12 +173,14 @@ def launch(
     spec: SweepSpec | None,
     opts: LaunchOptions | None = None,
     sweep_end_report: SweepEndReport | None = None,
+    trial_end_report: TrialEndReport | None = None,
 ) -> SweepResult:
     """Run (or with ``opts.resume``, continue) a sweep of ``spec``, recording it in MLflow.
 
     ``spec`` may be None with ``opts.resume`` and ``opts.name``: the sweep goes on with the
     spec it was launched with. ``sweep_end_report`` gives the sweep run its end-of-sweep
-    figures and files; see :data:`ray_jobs.tracking.SweepEndReport`. Raises
+    figures and files; see :data:`ray_jobs.tracking.SweepEndReport`; ``trial_end_report``
+    its metrics after each completed trial (:data:`ray_jobs.tracking.TrialEndReport`). Raises
     :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it.
     """
     opts = opts or LaunchOptions()
@@ -196,7 +198,9 @@ def launch(
     claim = claim_sweep(storage, name, opts.resume)
     with StopSignals() as stop:
         try:
-            tuner, identity = prepare(spec, opts, storage, name, claim, sweep_end_report)
+            tuner, identity = prepare(
+                spec, opts, storage, name, claim, (sweep_end_report, trial_end_report)
+            )
         except BaseException as err:
             claim.abandon()
             if isinstance(err, KeyboardInterrupt):
@@ -240,7 +244,7 @@ def prepare(
     storage: str,
     name: str,
     claim: SweepClaim,
-    sweep_end_report: SweepEndReport | None,
+    reports: tuple[SweepEndReport | None, TrialEndReport | None],
 ) -> tuple[Any, dict[str, Any]]:
     """Everything before training, each check failing before the next costs anything."""
     identity = sweep_identity(claim.home, opts.resume, opts.tracking_uri, spec)
@@ -257,7 +261,7 @@ def prepare(
     callbacks = (
         []
         if opts.resume
-        else [make_mlflow_callback(spec, identity, name, storage, claim.home, sweep_end_report)]
+        else [make_mlflow_callback(spec, identity, name, storage, claim.home, *reports)]
     )
     tuner = build_tuner(spec, opts, storage, name, callbacks)
     save_identity(claim.home, identity)
