@@ -92,8 +92,8 @@ def sweep_front_hypervolume(rows: Sequence[NetworkRow]) -> dict[str, float]:
     objectives = default_objectives()
     reference = net0_reference(rows, objectives)
     value = hypervolume(rows, objectives, reference)
-    if math.isnan(value):
-        return {}
+    if math.isnan(value):  # no network trained yet (e.g. every trial so far diverged)
+        return {"hypervolume": 0.0}
     metrics = {"hypervolume": value}
     metrics.update({f"hypervolume_ref_{o.column}": float(v) for o, v in zip(objectives, reference)})
     return metrics
