@@ -2,8 +2,13 @@
 a subprocess: what the sampler is told, failures, the hypervolume, resuming a killed study,
 and bad ``search_alg`` input."""
 
+import contextlib
+import os
 import pickle
+import signal
 import subprocess
+import threading
+import time
 
 import numpy as np
 import optuna
@@ -66,11 +71,11 @@ def search_spec(
 
 def told_to_sampler(folder, name):
     """Tune trial id -> the Optuna trial the sampler keeps for it, from the searcher state
-    Tune saved with the experiment (the newest one)."""
+    Tune saved with the experiment (the latest session's)."""
+    # One file per driver session, named by its start time.
     states = sorted((folder / "runs" / name).glob("searcher-state-*.pkl"))
     assert states, "Tune saved no searcher state"
-    newest = max(states, key=lambda p: p.stat().st_mtime)
-    with newest.open("rb") as file:
+    with states[-1].open("rb") as file:
         saved = pickle.load(file)
     study = saved["_ot_study"]
     return {tid: study.trials[t.number] for tid, t in saved["_ot_trials"].items()}, study
@@ -222,14 +227,37 @@ def test_hypervolume_by_hand_against_the_net0_reference():
 # ---------------------------------------------------------------------------- resume
 
 
-def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
-    import contextlib
-    import os
-    import signal
-    import time
+def kill_session(session_id):
+    """SIGKILL every process of the session the driver was started in (its embedded Ray)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for entry in ps.splitlines():
+        pid, sid = (int(x) for x in entry.split())
+        if sid == session_id:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
+
+def saved_one_done_one_training(folder, name):
+    try:
+        told, _ = told_to_sampler(folder, name)
+    except (AssertionError, OSError, EOFError, pickle.UnpicklingError):
+        return False  # not saved yet
+    states = [t.state for t in told.values()]
+    # A trial Tune creates after its last save is unknown to the resumed sweep, so kill only
+    # once the trial that follows the completed one is in the saved state too.
+    return optuna.trial.TrialState.COMPLETE in states and optuna.trial.TrialState.RUNNING in states
+
+
+def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
     name = "killed"
-    spec = search_spec(name, "tpe", num_samples=3, num_train=4096, max_epochs=6, max_concurrent=1)
+    # Every trial trains three whole rounds (flat AD, rho never saturating) on bigger inputs:
+    # long enough that the kill lands while one trains.
+    spec = (
+        search_spec(name, "tpe", num_samples=3, num_train=4096, max_epochs=6, max_concurrent=1)
+        .replace("flat_band: 0.002", "flat_band: 1.0")
+        .replace("{uniform: [0.001, 0.05]}", "{uniform: [1.0e-8, 1.0e-7]}")
+        .replace("num_test: 64", "num_test: 64, input_size: 16")
+    )
     (tmp_path / "spec.yaml").write_text(spec)
     driver = subprocess.Popen(
         [*CLI, "launch", "spec.yaml", "--storage", "runs"],
@@ -240,23 +268,22 @@ def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
         start_new_session=True,
     )
     lines = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+    reader.start()
     try:
-        told_at = None
-        for line in driver.stdout:
-            lines.append(line)
-            if told_at is None and line.startswith("search: trial "):
-                told_at = time.monotonic()
-            # Tune saves its experiment (and searcher) state at least every 10 s.
-            if told_at is not None and time.monotonic() - told_at > 12 and "epoch" in line:
-                break
+        # Kill once Tune has saved a searcher state that holds a completed trial and the one
+        # training after it (it saves the experiment at least every 10 s).
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not saved_one_done_one_training(tmp_path, name):
+            time.sleep(0.2)
+        # Not within the instant after an epoch's report, while Tune deletes the checkpoint
+        # its saved state names and before it saves that state anew.
+        time.sleep(0.5)
     finally:
-        ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-        for entry in ps.splitlines():
-            pid, sid = (int(x) for x in entry.split())
-            if sid == driver.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_session(driver.pid)
         driver.wait(timeout=60)
+        reader.join(timeout=10)
+    told_at = any(line.startswith("search: trial ") for line in lines)
     output = "".join(lines)
     assert told_at is not None, output[-3000:]
     before = trial_results(tmp_path, name)
@@ -275,7 +302,7 @@ def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = trial_results(tmp_path, name)
     assert len(after) == 3 and set(before) <= set(after)  # num_samples trials, none anew
-    assert all(rows_[-1]["schedule_done"] for rows_ in after.values())
+    assert all(rows_[-1]["schedule_done"] for rows_ in after.values()), resumed.stdout[-5000:]
     for trial_id in finished:  # a finished trial is not trained again
         assert len(after[trial_id]) == len(before[trial_id])
     told, study = told_to_sampler(tmp_path, name)
