@@ -135,6 +135,28 @@ def test_the_sampler_is_told_each_trials_chosen_network(finished_study):
         check_store_matches(client_for(folder), results, name)
 
 
+def test_the_scheduler_decides_as_run_does_under_optuna(finished_study):
+    """Each finished trial's networks are those `run` trains in-process from its config."""
+    from adprune_core.runner import run_schedule
+
+    folder, name, _ = finished_study
+    checked = 0
+    for rows_ in trial_results(folder, name).values():
+        if not rows_[-1]["schedule_done"]:
+            continue
+        config = rows_[0]["config"]["spec"]
+        config.pop("search", None)
+        ran = run_schedule(spec_from_dict(config), quiet=True, echo=lambda _: None)
+        sweep_widths = []
+        for row in rows_:
+            if not sweep_widths or sweep_widths[-1] != row["widths"]:
+                sweep_widths.append(row["widths"])
+        assert sweep_widths == [r["widths"] for r in ran["records"]]
+        assert rows_[-1]["final_chosen_round"] == ran["summary"]["chosen_round"]
+        checked += 1
+    assert checked
+
+
 def test_a_diverged_trial_is_told_as_failed_not_given_a_value(finished_study):
     folder, name, proc = finished_study
     told, _ = told_to_sampler(folder, name)
