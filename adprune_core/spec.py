@@ -26,6 +26,7 @@ from adprune_core.data import DataSpec
 from adprune_core.errors import SpecError
 from adprune_core.latency import LatencySpec
 from adprune_core.models import ArchError, check_arch, check_widths
+from adprune_core.search_alg import SearchAlgSpec, check_model_based_samples, check_search_alg
 from adprune_core.train import TrainSpec
 
 
@@ -76,6 +77,7 @@ class SweepSpec:
     search: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "dotted key -> {grid|choice|uniform|...: ...}"}
     )
+    search_alg: SearchAlgSpec = field(default_factory=SearchAlgSpec)
     num_samples: int = field(default=1, metadata={"min": 1, "help": "samples of the space"})
     max_concurrent: int = field(
         default=0, metadata={"min": 0, "help": "concurrent trials (0: as many as fit)"}
@@ -271,7 +273,15 @@ def field_at(cls: type, dotted: str, prefix: str = "") -> tuple[dataclasses.Fiel
     return found, current
 
 
-UNSEARCHABLE = ("search", "name", "experiment", "num_samples", "max_concurrent", "resources")
+UNSEARCHABLE = (
+    "search",
+    "search_alg",
+    "name",
+    "experiment",
+    "num_samples",
+    "max_concurrent",
+    "resources",
+)
 
 
 def check_search(search: Mapping[str, Any]) -> None:
@@ -339,6 +349,10 @@ def validate(spec: SweepSpec) -> SweepSpec:
             f"prune.rho.max_epochs {rho.max_epochs}"
         )
     check_search(spec.search)
+    try:
+        check_search_alg(spec.search_alg, spec.search)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
     return spec
 
 
@@ -347,7 +361,12 @@ def spec_from_dict(data: Any, overrides: Sequence[str] = ()) -> SweepSpec:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"spec: expected a mapping at the top level, got {type(data).__name__}")
-    return validate(from_mapping(SweepSpec, apply_overrides(data, overrides)))
+    spec = from_mapping(SweepSpec, apply_overrides(data, overrides))
+    try:
+        check_model_based_samples(data)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    return validate(spec)
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -48,13 +48,16 @@ __all__ = sorted([*_lazy_names, "launch"])
 def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> SweepResult:
     """Run a sweep of ``spec`` (an :class:`adprune_core.SweepSpec`) with Ray Tune, recording
     sweep -> trial -> net[i] runs in MLflow and, at the end, the sweep's accuracy/MAC front
-    on its sweep run. ``options`` is a :class:`LaunchOptions`; returns a :class:`SweepResult`.
+    on its sweep run (with its hypervolume, also logged after every completed trial).
+    ``options`` is a :class:`LaunchOptions`; returns a :class:`SweepResult`.
 
     With ``options.resume``, ``spec`` may be None: the sweep goes on with the spec it was
     launched with. SIGINT or SIGTERM stops the sweep with its state saved, and raises
     :class:`SweepInterrupted`.
     """
-    from ray_jobs.results import sweep_report
+    from ray_jobs.results import sweep_report, trial_end_hypervolume
     from ray_jobs.sweep import launch as launch_sweep
 
-    return launch_sweep(spec, options, sweep_end_report=sweep_report)
+    return launch_sweep(
+        spec, options, sweep_end_report=sweep_report, trial_end_report=trial_end_hypervolume
+    )

@@ -8,6 +8,9 @@ plots, and ``ui``.
   (:func:`sweep_front`).
 - ``_comparison``: each sweep's threshold comparison, and with its front the sweep-end
   report handed to the recorder (:func:`sweep_report`).
+- ``_hypervolume``: the front's hypervolume against each sweep's net0
+  (:func:`sweep_hypervolumes`; :func:`trial_end_hypervolume`, handed to the recorder to log
+  after every completed trial).
 - ``_plots``: the front as a PNG.
 - ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
 
@@ -42,6 +45,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "sweep_report": "._comparison",
         "SweepReport": "._comparison",
         "plot_comparison": "._comparison",
+        "hypervolume": "._hypervolume",
+        "sweep_hypervolumes": "._hypervolume",
+        "trial_end_hypervolume": "._hypervolume",
         "plot_front": "._plots",
         "serve_ui": "._ui",
         "UiOptions": "._ui",

@@ -20,6 +20,7 @@ from ray_jobs.results._front import (
     ordered,
     parse_objectives,
 )
+from ray_jobs.results._hypervolume import sweep_hypervolumes
 from ray_jobs.results._plots import plot_front
 from ray_jobs.results._records import LATENCY_COLUMNS, NetworkRow, existing_store, load_networks
 from ray_jobs.tracking.store import TrackingError
@@ -158,6 +159,8 @@ def export_pareto(
     front = [row for row, on in ordered(networks, mask, objectives) if on]
     sweep_count = len({(n.experiment, n.sweep_id) for n in networks})
     click.echo(front_text(front, objectives))
+    for volume in sweep_hypervolumes(networks, objectives):
+        click.echo(f"{volume}")
     click.echo(
         f"{len(networks)} networks from {sweep_count} sweep(s), {len(front)} on the front "
         f"({', '.join(str(o) for o in objectives)}) -> {', '.join(written)}"
@@ -194,7 +197,8 @@ def sweep_front(
 ) -> SweepFront:
     """The sweep's networks on the default accuracy/MAC front: their count, the front's size,
     its best accuracy and MAC reduction, and the front as ``pareto/pareto.parquet`` and
-    ``pareto/pareto.png`` (written under ``folder``)."""
+    ``pareto/pareto.png`` (written under ``folder``). Its hypervolume is logged after every
+    completed trial instead (:func:`~ray_jobs.results.trial_end_hypervolume`)."""
     networks = load_networks(client, [experiment], sweep_id=sweep_id)
     objectives = parse_objectives(DEFAULT_OBJECTIVES)
     mask = front_mask(networks, objectives)

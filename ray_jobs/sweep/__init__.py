@@ -4,6 +4,9 @@
 - ``_scheduler``: :class:`ActivationDensityScheduler` (the rho and delta decisions) and
   :class:`RoundAwareVariantGenerator` (grid/random search that keeps actors between rounds).
 - ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).
+- ``_search_alg``: the spec's ``search_alg`` as Tune's search algorithm
+  (:func:`make_search_alg`): the variant generator, or Tune's OptunaSearch told each trial's
+  chosen-network values (:class:`ChosenNetworkSearch`).
 - ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary.
 - ``_ray_runtime``: starting or connecting to Ray (with plugin code shipped to its workers),
   and checking the cluster fits the sweep.
@@ -26,6 +29,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ActivationDensityScheduler": "._scheduler",
         "RoundAwareVariantGenerator": "._scheduler",
         "param_space": "._search_space",
+        "make_search_alg": "._search_alg",
+        "ChosenNetworkSearch": "._search_alg",
+        "RoundAwareSearchGenerator": "._search_alg",
         "launch": "._launch",
         "LaunchOptions": "._launch",
         "SweepResult": "._launch",

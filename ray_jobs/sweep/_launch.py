@@ -38,7 +38,7 @@ from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open
 from ray_jobs.sweep._search_space import param_space
 
 if TYPE_CHECKING:
-    from ray_jobs.tracking import SweepEndReport
+    from ray_jobs.tracking import SweepEndReport, TrialEndReport
 
 # Tune's CSV / TensorBoard loggers cannot take the list-valued fields every report carries
 # (widths, per-layer AD); results still land in each trial's result.json.
@@ -111,7 +111,8 @@ def build_tuner(
     from ray import tune
 
     from ray_jobs.sweep._result_log import KeepLocalJsonLoggerCallback
-    from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
+    from ray_jobs.sweep._scheduler import ActivationDensityScheduler
+    from ray_jobs.sweep._search_alg import make_search_alg
     from ray_jobs.sweep._trainable import adprune_trainable
 
     trainable = tune.with_resources(
@@ -127,7 +128,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
             # Tune applies max_concurrent_trials only to its own default generator.
-            search_alg=RoundAwareVariantGenerator(scheduler, max_concurrent=max_concurrent or 0),
+            search_alg=make_search_alg(spec, scheduler, max_concurrent or 0),
             num_samples=opts.num_samples or spec.num_samples,
             reuse_actors=True,
         ),
@@ -180,12 +181,14 @@ def launch(
     spec: SweepSpec | None,
     opts: LaunchOptions | None = None,
     sweep_end_report: SweepEndReport | None = None,
+    trial_end_report: TrialEndReport | None = None,
 ) -> SweepResult:
     """Run (or with ``opts.resume``, continue) a sweep of ``spec``, recording it in MLflow.
 
     ``spec`` may be None with ``opts.resume`` and ``opts.name``: the sweep goes on with the
     spec it was launched with. ``sweep_end_report`` gives the sweep run its end-of-sweep
-    figures and files; see :data:`ray_jobs.tracking.SweepEndReport`. Raises
+    figures and files; see :data:`ray_jobs.tracking.SweepEndReport`; ``trial_end_report``
+    its metrics after each completed trial (:data:`ray_jobs.tracking.TrialEndReport`). Raises
     :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it.
     """
     opts = opts or LaunchOptions()
@@ -206,7 +209,7 @@ def launch(
     with StopSignals() as stop:
         try:
             tuner, identity = prepare(
-                spec, opts, storage, name, claim, sweep_end_report, runtime_env
+                spec, opts, storage, name, claim, (sweep_end_report, trial_end_report), runtime_env
             )
         except BaseException as err:
             claim.abandon()
@@ -251,7 +254,7 @@ def prepare(
     storage: str,
     name: str,
     claim: SweepClaim,
-    sweep_end_report: SweepEndReport | None,
+    reports: tuple[SweepEndReport | None, TrialEndReport | None],
     runtime_env: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Everything before training, each check failing before the next costs anything."""
@@ -269,7 +272,7 @@ def prepare(
     callbacks = (
         []
         if opts.resume
-        else [make_mlflow_callback(spec, identity, name, storage, claim.home, sweep_end_report)]
+        else [make_mlflow_callback(spec, identity, name, storage, claim.home, *reports)]
     )
     tuner = build_tuner(spec, opts, storage, name, callbacks)
     save_identity(claim.home, identity)

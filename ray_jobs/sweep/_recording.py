@@ -13,7 +13,7 @@ from ray_jobs.tracking.keys import KEY_TAG
 from ray_jobs.tracking.store import check_store, ensure_experiment, first_line, make_client
 
 if TYPE_CHECKING:
-    from ray_jobs.tracking import SweepEndReport
+    from ray_jobs.tracking import SweepEndReport, TrialEndReport
 
 
 def sweep_params(spec: SweepSpec) -> dict[str, Any]:
@@ -32,6 +32,7 @@ def make_mlflow_callback(
     storage: str,
     home: Path,
     sweep_end_report: SweepEndReport | None,
+    trial_end_report: TrialEndReport | None = None,
 ) -> Any:
     """The callback that records the sweep; ``sweep_end_report`` adds the sweep run's
     end-of-sweep figures and files (the sweep's front)."""
@@ -49,7 +50,13 @@ def make_mlflow_callback(
         storage=f"{storage}/{name}",
     )
     retry_s = float(os.environ.get("ADPRUNE_MLFLOW_RETRY_S", "15"))
-    return MlflowCallback(info, home, retry_interval_s=retry_s, sweep_end_report=sweep_end_report)
+    return MlflowCallback(
+        info,
+        home,
+        retry_interval_s=retry_s,
+        sweep_end_report=sweep_end_report,
+        trial_end_report=trial_end_report,
+    )
 
 
 def open_store(uri: str, experiment: str) -> str:

@@ -19,6 +19,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "MlflowCallback": "._callback",
         "Recorder": "._recorder",
         "SweepEndReport": "._recorder",
+        "TrialEndReport": "._recorder",
         "RunResolver": "._runs",
         "RunState": "._runs",
         "SweepInfo": "._runs",

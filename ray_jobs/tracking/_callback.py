@@ -26,12 +26,19 @@ from ray_jobs.tracking._operations import (
     trial_error_op,
     trial_start_op,
 )
-from ray_jobs.tracking._recorder import Recorder, SweepEndReport
+from ray_jobs.tracking._recorder import Recorder, SweepEndReport, TrialEndReport
 from ray_jobs.tracking._runs import RunResolver, RunState, SweepInfo
 
 # What travels when Tune pickles the callback into its experiment state; the live parts
 # (client, thread, locks) are rebuilt from these.
-_CONFIG_FIELDS = ("sweep", "journal_dir", "retry_interval_s", "sweep_end_report", "drain_timeout_s")
+_CONFIG_FIELDS = (
+    "sweep",
+    "journal_dir",
+    "retry_interval_s",
+    "sweep_end_report",
+    "drain_timeout_s",
+    "trial_end_report",
+)
 
 
 class MlflowCallback(Callback):
@@ -45,8 +52,10 @@ class MlflowCallback(Callback):
         sweep_end_report: SweepEndReport | None = None,
         drain_timeout_s: float = 600.0,
         echo: Callable[[str], None] = click.echo,
+        trial_end_report: TrialEndReport | None = None,
     ) -> None:
         self.sweep = sweep
+        self.trial_end_report = trial_end_report
         self.journal_dir = Path(journal_dir)
         self.retry_interval_s = retry_interval_s
         self.sweep_end_report = sweep_end_report
@@ -56,7 +65,7 @@ class MlflowCallback(Callback):
 
     def _assemble(self, state: RunState) -> None:
         self.runs = RunResolver(self.sweep, state)
-        self.recorder = Recorder(self.runs, self.sweep_end_report)
+        self.recorder = Recorder(self.runs, self.sweep_end_report, self.trial_end_report)
         self.journal = Journal(self.journal_dir)
         self.delivery = RetryingDelivery(
             self.recorder.apply,
@@ -73,6 +82,7 @@ class MlflowCallback(Callback):
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
         state = saved.pop("state")
+        self.trial_end_report = None  # sweeps saved before trial-end reports existed
         self.__dict__.update(saved)
         self.echo = click.echo
         self._assemble(state)

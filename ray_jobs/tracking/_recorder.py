@@ -33,13 +33,24 @@ SweepEndReport = Callable[
     tuple[dict[str, float], list[tuple[Path, str]], dict[str, dict[str, list[Any]]]],
 ]
 
+# What the sweep run logs after each completed trial, at step = trials completed so far: given
+# the client, the experiment and the sweep id, metrics (the reader side supplies the front's
+# hypervolume, ``ray_jobs.results.trial_end_hypervolume``).
+TrialEndReport = Callable[[Any, str, str], dict[str, float]]
+
 
 class Recorder:
     """Turns operations into sweep, trial and net[i] runs."""
 
-    def __init__(self, runs: RunResolver, sweep_end_report: SweepEndReport | None = None) -> None:
+    def __init__(
+        self,
+        runs: RunResolver,
+        sweep_end_report: SweepEndReport | None = None,
+        trial_end_report: TrialEndReport | None = None,
+    ) -> None:
         self.runs = runs
         self.sweep_end_report = sweep_end_report
+        self.trial_end_report = trial_end_report
 
     @property
     def sweep(self) -> Any:
@@ -147,6 +158,21 @@ class Recorder:
         if op.get("final_widths") is not None:
             tags["final_widths"] = json.dumps(op["final_widths"])
         self._close(run_id, key, op["metrics"], 0, tags, "FINISHED" if done else "FAILED")
+        self._log_trial_end_report()
+
+    def _log_trial_end_report(self) -> None:
+        """The sweep run's progress metrics, at step = trials completed so far."""
+        if self.trial_end_report is None:
+            return
+        s = self.sweep
+        prefix = trial_key(s.sweep_id, "")
+        completed = sum(
+            1
+            for k in self.runs.state.closed
+            if k.startswith(prefix) and "/" not in k[len(prefix) :]
+        )
+        metrics = self.trial_end_report(self.client, s.experiment, s.sweep_id)
+        log_metrics(self.client, self.runs.sweep_run(), metrics, completed)
 
     def _log_trial_plot(self, run_id: str, trial_id: str) -> None:
         curves = []
