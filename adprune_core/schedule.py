@@ -458,13 +458,19 @@ class ScheduleSummary:
     latency_reduction_batch: float | None = None
 
 
+def result_record(state: ScheduleState) -> NetRecord:
+    """What a finished schedule delivers: its final-phase network if any, else the chosen one."""
+    final = [r for r in state.records if r.phase == "final"]
+    search = [r for r in state.records if r.phase == "search"]
+    return final[-1] if final else search[int(state.chosen_round or 0)]
+
+
 def summarize(state: ScheduleState) -> ScheduleSummary:
     """The result of a finished schedule: the final-phase network if any, else the chosen one."""
     if not state.done or state.chosen_round is None:
         raise ValueError("the schedule has not finished")
     search = [r for r in state.records if r.phase == "search"]
-    final = [r for r in state.records if r.phase == "final"]
-    result = final[-1] if final else search[state.chosen_round]
+    result = result_record(state)
     total_epochs = sum(r.epochs for r in state.records)
     return ScheduleSummary(
         chosen_round=state.chosen_round,
@@ -482,3 +488,17 @@ def summarize(state: ScheduleState) -> ScheduleSummary:
         latency_reduction_b1=result.latency_reduction_b1,
         latency_reduction_batch=result.latency_reduction_batch,
     )
+
+
+def fig3_maps(state: ScheduleState) -> dict[str, Any] | None:
+    """net0's and the result network's activation maps (the paper's Fig. 3), for the driver
+    to draw on the trial run; None for records from before the maps were kept."""
+    net0, result = state.records[0], result_record(state)
+    if net0.activation_maps is None or result.activation_maps is None:
+        return None
+    return {
+        "input": net0.activation_maps["input"],
+        "net0": net0.activation_maps["layers"],
+        "chosen": result.activation_maps["layers"],
+        "chosen_label": result.label,
+    }

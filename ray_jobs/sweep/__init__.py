@@ -7,7 +7,8 @@
 - ``_search_alg``: the spec's ``search_alg`` as Tune's search algorithm
   (:func:`make_search_alg`): the variant generator, or Tune's OptunaSearch told each trial's
   chosen-network values (:class:`ChosenNetworkSearch`).
-- ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary.
+- ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary;
+  ``_options``: its :class:`LaunchOptions`.
 - ``_ray_runtime``: starting or connecting to Ray (with plugin code shipped to its workers),
   and checking the cluster fits the sweep.
 - ``_folders``: the storage root, checked sweep names, and the claim on a sweep's folder.
@@ -33,7 +34,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ChosenNetworkSearch": "._search_alg",
         "RoundAwareSearchGenerator": "._search_alg",
         "launch": "._launch",
-        "LaunchOptions": "._launch",
+        "LaunchOptions": "._options",
         "SweepResult": "._launch",
         "LaunchError": "._errors",
         "SweepInterrupted": "._interrupts",

@@ -26,6 +26,7 @@ from ray_jobs.sweep._folders import (
 )
 from ray_jobs.sweep._identity import save_identity, stored_spec, sweep_identity
 from ray_jobs.sweep._interrupts import StopSignals, SweepInterrupted, quiet_tune_interruptions
+from ray_jobs.sweep._options import LaunchOptions
 from ray_jobs.sweep._progress import SUMMARY_HEADERS, make_progress_callback, summary_rows
 from ray_jobs.sweep._ray_runtime import (
     check_resources,
@@ -47,23 +48,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Checkpointing every epoch is the point (a restart loses at most one epoch); Tune's warning
 # about frequent experiment snapshots is expected here and would drown the progress lines.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-@dataclass
-class LaunchOptions:
-    """How to run a sweep of a spec; every field has the CLI's default."""
-
-    cluster: str | None = None  # None: embedded local Ray; "auto" or HOST:PORT: a cluster
-    storage: str | None = None  # trial state and checkpoints; default ./runs
-    name: str | None = None  # default: the spec's name
-    resume: bool = False
-    num_samples: int | None = None  # overrides the spec's
-    max_concurrent: int | None = None  # overrides the spec's
-    max_failures: int = 3  # retries per trial, each from its last checkpoint
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else ./mlruns sqlite
-    spec_label: str | None = None  # the spec's file, for errors and the resume command
-    py_modules: list[str] = field(default_factory=list)  # plugin packages Ray ships to workers
-    working_dir: str | None = None  # a folder Ray ships to workers as their working directory
 
 
 @dataclass

@@ -29,7 +29,7 @@ from adprune_core.cost import cost_report
 from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
 from adprune_core.latency import LATENCY_FIELDS
-from adprune_core.schedule import EpochResult, PruneSchedule, ScheduleState, summarize
+from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
 
@@ -191,23 +191,6 @@ def epoch_metrics(
         metrics.update({f"final_{k}": v for k, v in asdict(summarize(state)).items()})
         metrics["fig3"] = fig3_maps(state)
     return metrics
-
-
-def fig3_maps(state: ScheduleState) -> dict[str, Any] | None:
-    """net0's and the result network's activation maps (the paper's Fig. 3), for the driver
-    to draw on the trial run; None for records from before the maps were kept."""
-    search = [r for r in state.records if r.phase == "search"]
-    final = [r for r in state.records if r.phase == "final"]
-    result = final[-1] if final else search[int(state.chosen_round or 0)]
-    net0 = search[0]
-    if net0.activation_maps is None or result.activation_maps is None:
-        return None
-    return {
-        "input": net0.activation_maps["input"],
-        "net0": net0.activation_maps["layers"],
-        "chosen": result.activation_maps["layers"],
-        "chosen_label": result.label,
-    }
 
 
 def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, Any]:
