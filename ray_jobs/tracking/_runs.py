@@ -106,6 +106,10 @@ class RunResolver:
         # net runs skip the store search (~50 ms each on sqlite). A resumed driver, or one
         # whose write failed after the store may have applied it, searches as before.
         self._owns_every_run = False
+        # Known runs re-read from the store in this process. A killed driver's saved state
+        # lags the store (it is saved every few seconds, writes go on in between), so a
+        # resumed driver takes each known run's last step from the store before writing to it.
+        self._checked: set[str] = set()
 
     @property
     def client(self) -> Any:
@@ -147,7 +151,11 @@ class RunResolver:
     ) -> str:
         """The run for ``key``: known, found by tag, or created (with its params) now."""
         if key in self.state.run_ids:
-            return self.state.run_ids[key]
+            run_id = self.state.run_ids[key]
+            if not self._owns_every_run and key not in self._checked:
+                self._adopt(key, self.client.get_run(run_id))
+                self._checked.add(key)
+            return run_id
         run = None if self._owns_every_run else self.find_run(key)
         if run is None:
             all_tags = {**tags, KEY_TAG: key, KIND_TAG: kind}
@@ -162,6 +170,7 @@ class RunResolver:
         run_id = run.info.run_id
         log_params(self.client, run_id, params)  # re-logging an identical param is a no-op
         self.state.run_ids[key] = run_id
+        self._checked.add(key)
         return run_id
 
     def _adopt(self, key: str, run: Any) -> None:
