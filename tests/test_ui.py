@@ -1,6 +1,7 @@
 """``ui`` opens on the threshold comparison (checked in a real headless Chromium), owns its
 server, and each sweep run carries its comparison figure and table."""
 
+import contextlib
 import json
 import os
 import re
@@ -92,9 +93,20 @@ class UiProcess:
         return below
 
     def stop(self):
+        """End ui as a user would (SIGTERM, which stops its server), and then, whatever
+        happened, every process it started: a SIGKILLed ui could not stop the server, which
+        runs in a session of its own."""
+        started = self.descendants() if self.proc.poll() is None else []
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        for pid in left_over(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
