@@ -23,6 +23,11 @@ from ray_jobs.tracking.keys import CLOSED_TAG, net_key, sweep_key, trial_key
 
 Operation = dict[str, Any]
 
+
+def is_net0(op: Operation) -> bool:
+    return op["phase"] == "search" and op["round"] == 0
+
+
 # What the sweep run gets when the sweep ends, beside its trial count: given the client, the
 # experiment, the sweep id, the store's URI and a scratch folder, metrics, (file, artifact
 # folder) pairs to attach, and tables (artifact file -> columns) for ``log_table``. The reader
@@ -83,28 +88,30 @@ class Recorder:
         key = net_key(self.sweep.sweep_id, op["trial"], op["net"])
         if op["epoch"] <= state.last_step.get(key, 0):
             return  # already logged before a retry or restore re-reported it
-        log_metrics(self.client, run_id, op["metrics"], op["epoch"], op.get("time_ms"))
-        state.last_step[key] = op["epoch"]
         node = op.get("node_ip")
-        if node and state.node_ip.get(key) != node:
-            set_tags(self.client, run_id, {"node_ip": node})
-            set_tags(self.client, self.runs.trial_run(op["trial"]), {"node_ip": node})
+        # The node tag rides in the metrics' batch: one commit per epoch, not two.
+        moved = bool(node) and state.node_ip.get(key) != node
+        tags = {"node_ip": node} if moved else None
+        log_metrics(self.client, run_id, op["metrics"], op["epoch"], op.get("time_ms"), tags)
+        state.last_step[key] = op["epoch"]
+        if moved:
             state.node_ip[key] = node
+            self._tag_trial_node(op["trial"], node)
+
+    def _tag_trial_node(self, trial_id: str, node: str) -> None:
+        """The trial run's ``node_ip``, written only when the trial moved to another node."""
+        key = trial_key(self.sweep.sweep_id, trial_id)
+        if self.runs.state.node_ip.get(key) != node:
+            set_tags(self.client, self.runs.trial_run(trial_id), {"node_ip": node})
+            self.runs.state.node_ip[key] = node
 
     def _apply_net_end(self, op: Operation) -> None:
         run_id = self.runs.net_run(op)
         key = net_key(self.sweep.sweep_id, op["trial"], op["net"])
         if key in self.runs.state.closed:
             return
-        label = op["net"] if op["phase"] == "search" else f"final (net{op['round']})"
-        with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
-            plot = plot_net_ad(
-                Path(folder) / "ad_vs_epoch.png",
-                f"{op['trial']} {label}",
-                op["ad_history"],
-                op["layer_ad_history"],
-            )
-            self.client.log_artifact(run_id, str(plot))
+        if is_net0(op):
+            self._log_layer_ad_plot(run_id, op)
         self.client.log_dict(
             run_id,
             {
@@ -117,6 +124,22 @@ class Recorder:
         )
         tags = {"profile": op["profile"], "end_reason": op["end_reason"]}
         self._close(run_id, key, op["metrics"], op["epoch"], tags, "FINISHED")
+
+    def _log_layer_ad_plot(self, run_id: str, op: Operation) -> None:
+        """The paper's Fig. 2 (every layer's AD against the epoch), for net0 only.
+
+        Later networks get no PNG: MLflow charts their per-epoch ``ad/layer_NN`` metrics
+        natively, and drawing one figure per network was half the writer's CPU, taken from
+        the cores the trials train on (BENCHMARKS.md, sweep overhead).
+        """
+        with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
+            plot = plot_net_ad(
+                Path(folder) / "ad_vs_epoch.png",
+                f"{op['trial']} {op['net']}",
+                op["ad_history"],
+                op["layer_ad_history"],
+            )
+            self.client.log_artifact(run_id, str(plot))
 
     def _close(
         self,

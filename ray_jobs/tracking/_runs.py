@@ -77,14 +77,24 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(
-    client: Any, run_id: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
+    client: Any,
+    run_id: str,
+    metrics: dict[str, float],
+    step: int,
+    timestamp_ms: int | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    from mlflow.entities import Metric
+    """``metrics`` at ``step``, and ``tags`` with the first batch (one commit for both)."""
+    from mlflow.entities import Metric, RunTag
 
     stamp = timestamp_ms or int(time.time() * 1000)
     items = [Metric(k, float(v), stamp, step) for k, v in metrics.items() if v is not None]
+    pending_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for batch in chunks(items, MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=batch)
+        client.log_batch(run_id, metrics=batch, tags=pending_tags)
+        pending_tags = []
+    if pending_tags:
+        client.log_batch(run_id, tags=pending_tags)
 
 
 def set_tags(client: Any, run_id: str, tags: dict[str, str]) -> None:
