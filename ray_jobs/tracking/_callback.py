@@ -18,6 +18,13 @@ import click
 from ray.tune import Callback
 
 from ray_jobs.tracking._journal import BackgroundWriter, Journal, RetryingDelivery
+from ray_jobs.tracking._models import (
+    chosen_model_ops,
+    discard_unchosen,
+    model_op,
+    stage_network,
+    staged_path,
+)
 from ray_jobs.tracking._operations import (
     epoch_op,
     last_error_line,
@@ -39,6 +46,15 @@ _CONFIG_FIELDS = (
     "drain_timeout_s",
     "trial_end_report",
 )
+
+
+def models_mode(trial: Any) -> str:
+    """The trial's record.models: which of its networks become MLflow models."""
+    return trial.config.get("spec", {}).get("record", {}).get("models", "chosen")
+
+
+def result_net(result: dict[str, Any]) -> str:
+    return "final" if result["phase"] == "final" else f"net{result['round']}"
 
 
 class MlflowCallback(Callback):
@@ -75,6 +91,9 @@ class MlflowCallback(Callback):
             self.retry_interval_s,
         )
         self._started: set[str] = set()
+        # Trials whose last result ended a network: its weights come with the checkpoint
+        # Tune hands over next (on_checkpoint follows on_trial_result).
+        self._closing: dict[str, dict[str, Any]] = {}
         self._writer: BackgroundWriter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -135,6 +154,19 @@ class MlflowCallback(Callback):
         self._submit(epoch_op(trial.trial_id, result))
         if result["decision"] != "continue":
             self._submit(net_end_op(trial.trial_id, result))
+            self._closing[trial.trial_id] = result
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        result = self._closing.pop(trial.trial_id, None)
+        mode = models_mode(trial)
+        if result is None or mode == "none":
+            return
+        path = staged_path(self.journal_dir, trial.trial_id, result_net(result))
+        if stage_network(checkpoint, path) and mode == "all":
+            op = model_op(trial.trial_id, result["phase"], result["round"], result["widths"], path)
+            self._submit(op)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
@@ -142,6 +174,11 @@ class MlflowCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
+        if models_mode(trial) == "chosen":
+            ops = chosen_model_ops(self.journal_dir, trial.trial_id, trial.last_result or {})
+            for op in ops:
+                self._submit(op)
+            discard_unchosen(self.journal_dir, trial.trial_id, ops)
         self._submit(trial_end_op(trial.trial_id, trial.last_result or {}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
