@@ -227,6 +227,12 @@ def run(
     type=click.Path(exists=True, file_okay=False),
     help="A folder Ray ships to every worker as its working directory (runtime_env working_dir).",
 )
+@click.option(
+    "--register-as",
+    metavar="NAME",
+    help="At the end, register the sweep's chosen network (best accuracy on its front, with "
+    "a logged model) in the MLflow Model Registry under NAME.",
+)
 @user_errors
 def launch(
     spec_path: str | None,
@@ -241,6 +247,7 @@ def launch(
     tracking_uri: str | None,
     py_modules: tuple[str, ...],
     working_dir: str | None,
+    register_as: str | None,
 ) -> None:
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
@@ -268,6 +275,7 @@ def launch(
         spec_label=spec_path,
         py_modules=list(py_modules),
         working_dir=working_dir,
+        register_as=register_as,
     )
     shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
     try:

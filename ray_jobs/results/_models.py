@@ -147,7 +147,9 @@ def _from_model_uri(client: Any, uri: str) -> NetworkModel:
     try:
         if "/" in path:
             name, version = path.split("/", 1)
-            model_id = client.get_model_version(name, version).model_id
+            registered = client.get_model_version(name, version)
+            # The source is the logged model's URI; model_id is not set by every server.
+            model_id = registered.model_id or registered.source.removeprefix("models:/")
         else:
             model_id = path
         model = client.get_logged_model(model_id)
