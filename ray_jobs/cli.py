@@ -442,7 +442,7 @@ def register(
 
 @main.command()
 @click.argument("target", metavar="RUN_OR_MODEL_URI")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File.")
+@click.option("-o", "--output", required=True, help="The file to write.")
 @click.option(
     "--format",
     "fmt",

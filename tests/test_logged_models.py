@@ -190,12 +190,13 @@ def test_bad_export_and_register_input_is_one_line_and_writes_nothing(sweep, tmp
     with_model = next(n for n in net_runs(client) if n.data.tags.get(MODEL_TAG))
     out = tmp_path / "net.pt"
     unknown = "0123456789abcdef0123456789abcdef"
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
     cases = [
         (("export", without.info.run_id, "-o", str(out)), [without.info.run_id, "no logged model"]),
         (("export", unknown, "-o", str(out)), [unknown, "not found"]),
-        (("export", with_model.info.run_id, "-o", str(locked / "x.pt")), ["-o", "not writable"]),
+        (("export", with_model.info.run_id, "-o", str(blocker / "x.pt")), ["-o", "not exist"]),
+        (("export", with_model.info.run_id, "-o", str(tmp_path)), ["-o", "is a folder"]),
         (("register", without.info.run_id, "--name", "nope"), ["no logged model"]),
         (("register", unknown, "--name", "nope"), [unknown, "not found"]),
         (
@@ -205,7 +206,8 @@ def test_bad_export_and_register_input_is_one_line_and_writes_nothing(sweep, tmp
     ]
     for args, words in cases:
         one_line_exit_2(cli(folder, server, *args), *words)
-    assert not out.exists() and not list(locked.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert blocker.read_text() == "not a folder"
     assert not client.search_registered_models("name = 'nope'")
 
 
@@ -230,3 +232,38 @@ def test_record_models_is_per_trial_all_or_none(tmp_path):
     assert modes == {"all", "none"}
     # Logged networks leave no staged copy behind in the sweep's folder.
     assert not list((tmp_path / "runs" / "modes" / "models").rglob("*.pt"))
+
+
+def test_a_replayed_model_record_logs_once_and_replaces_an_unfinished_one(tmp_path):
+    """The same net_model record applied by one driver twice, then by a fresh driver (as a
+    replayed journal after a kill), with a model a killed write left PENDING in between."""
+    from adprune_core.models import build_model
+    from adprune_core.network_file import NetworkInfo, save_network
+    from ray_jobs.tracking import Recorder, RunResolver, SweepInfo
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    info = SweepInfo("s1", "replay", "adprune-replay", uri, {}, [], "cnn2", "synthetic")
+    fields = {"trial": "t0", "net": "net0", "phase": "search", "round": 0, "widths": [4, 4]}
+    network = NetworkInfo("cnn2", [4, 4], [1, 8, 8], 3, metrics={"accuracy": 0.5})
+    staged = tmp_path / "net0.pt"
+    save_network(staged, build_model("cnn2", [4, 4], 3, 8, 1).state_dict(), network)
+    metrics = {"ad_total": 0.5, "accuracy": 0.5, "loss": 1.0, "train_accuracy": 0.5}
+    first = Recorder(RunResolver(info))
+    first.apply({"op": "sweep_start"})
+    first.apply({"op": "epoch", **fields, "epoch": 1, "metrics": metrics})
+    model_op = {"op": "net_model", **fields, "path": str(staged)}
+    client = MlflowClient(uri)
+    run_id = first.runs.state.run_ids["s1/t0/net0"]
+    experiment = client.get_run(run_id).info.experiment_id
+    leftover = client.create_logged_model(experiment, "net0", run_id, {"adprune.key": "s1/t0/net0"})
+    first.apply(model_op)
+    assert not staged.exists()  # logged: the staged copy is gone
+    first.apply(model_op)
+    Recorder(RunResolver(info)).apply(model_op)  # a fresh driver, its state lost
+    models = client.search_logged_models([experiment])
+    assert len(models) == 1 and str(models[0].status) == "READY"
+    assert models[0].model_id != leftover.model_id
+    assert client.get_run(run_id).data.tags[MODEL_TAG] == f"models:/{models[0].model_id}"
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(f"models:/{models[0].model_id}", map_location="cpu")
+    assert [m.out_channels for m in loaded.modules() if isinstance(m, torch.nn.Conv2d)] == [4, 4]

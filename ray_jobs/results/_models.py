@@ -255,6 +255,8 @@ def export_network(option: str | None, target: str, output: str, fmt: str) -> No
     try:
         write_export(module, info, fmt, partial)
         os.replace(partial, path)
+    except OSError as err:  # e.g. the disk filled up, or the folder went read-only
+        raise TrackingError(f"-o {output}: cannot write ({err.strerror or err})") from None
     finally:
         partial.unlink(missing_ok=True)
     click.echo(
@@ -271,6 +273,7 @@ def load_logged(uri: str, network: NetworkModel) -> tuple[Any, Any]:
     from adprune_core.network_file import NetworkInfo
 
     mlflow.set_tracking_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one result line
     try:
         module = mlflow.pytorch.load_model(network.model_uri, map_location="cpu")
         metadata = mlflow.models.get_model_info(network.model_uri).metadata or {}
