@@ -8,6 +8,7 @@ recorder (``_recorder``) applies them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -51,6 +52,13 @@ _CONFIG_FIELDS = (
 def models_mode(trial: Any) -> str:
     """The trial's record.models: which of its networks become MLflow models."""
     return trial.config.get("spec", {}).get("record", {}).get("models", "chosen")
+
+
+def import_model_flavor() -> None:
+    # A warm-up only: if it fails (an import race between threads), the first model imports.
+    with contextlib.suppress(Exception):
+        import mlflow.models
+        import mlflow.pytorch  # noqa: F401
 
 
 def result_net(result: dict[str, Any]) -> str:
@@ -130,6 +138,9 @@ class MlflowCallback(Callback):
         self._started = set()
         self._writer = BackgroundWriter(self.delivery, self.journal)
         self._writer.start(replay)
+        # The first logged model would otherwise wait seconds for these imports, and the last
+        # trial's models are written after its training ends, while the sweep waits for them.
+        threading.Thread(target=import_model_flavor, name="mlflow-import", daemon=True).start()
         self._submit({"op": "sweep_start"})
 
     def _submit(self, op: dict[str, Any]) -> None:
