@@ -14,8 +14,8 @@ plots, and ``ui``.
 - ``_plots``: the front as a PNG.
 - ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
 - ``_models``: logged networks back out: ``register`` into the Model Registry
-  (:func:`register_network`, :func:`register_sweep_choice`) and ``export``
-  (:func:`export_network`).
+  (:func:`register_network`, :func:`register_sweep_choice`); ``_network_export``: ``export``
+  to a file (:func:`export_network`).
 
 Never imports ``ray_jobs.sweep``; of ``ray_jobs.tracking`` it uses only the run keys and tag
 names (``keys``) and where the store is (``store``), never the writer.
@@ -56,8 +56,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "FrontRule": "._models",
         "register_network": "._models",
         "register_sweep_choice": "._models",
-        "export_network": "._models",
-        "EXPORT_FORMATS": "._models",
+        "export_network": "._network_export",
+        "EXPORT_FORMATS": "._network_export",
         "UiOptions": "._ui",
     },
 )

@@ -194,6 +194,8 @@ class MlflowCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
+        if models_mode(trial) == "chosen":  # a failed trial chose nothing to log
+            discard_unchosen(self.journal_dir, trial.trial_id, [])
         self._submit(trial_error_op(trial.trial_id, last_error_line(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
