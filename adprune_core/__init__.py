@@ -17,7 +17,9 @@ What a script needs, loaded on first use::
   :func:`classify_profile`;
 - cost: :func:`cost_report`, :func:`training_complexity`;
 - data: :func:`load_dataset`, :class:`DataSpec`;
-- density: :class:`DensityMonitor`.
+- density: :class:`DensityMonitor`;
+- trained networks as files: :func:`load_network` (arch, widths and weights back as a module),
+  :func:`save_network`, :class:`NetworkInfo`.
 
 Never imports Ray or MLflow.
 """
@@ -48,5 +50,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "DataSpec": ".data",
         "load_dataset": ".data",
         "DensityMonitor": ".density",
+        "NetworkInfo": ".network_file",
+        "load_network": ".network_file",
+        "save_network": ".network_file",
     },
 )

@@ -29,12 +29,24 @@ from adprune_core.models import ArchError, check_arch, check_widths
 from adprune_core.search_alg import SearchAlgSpec, check_model_based_samples, check_search_alg
 from adprune_core.train import TrainSpec
 
+# Which trained networks become MLflow models (weights and all): every one, each trial's
+# chosen and final-phase network, or none.
+MODEL_CHOICES = ("all", "chosen", "none")
+
 
 @dataclass
 class RecordSpec:
     """What each trained network's record holds beyond its accuracy and cost."""
 
     latency: LatencySpec = field(default_factory=LatencySpec)
+    models: str = field(
+        default="chosen",
+        metadata={
+            "choices": MODEL_CHOICES,
+            "help": "networks logged as MLflow models: all, chosen (each trial's chosen and "
+            "final-phase network), or none",
+        },
+    )
 
 
 @dataclass

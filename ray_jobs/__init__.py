@@ -53,11 +53,18 @@ def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> Swee
 
     With ``options.resume``, ``spec`` may be None: the sweep goes on with the spec it was
     launched with. SIGINT or SIGTERM stops the sweep with its state saved, and raises
-    :class:`SweepInterrupted`.
+    :class:`SweepInterrupted`. With ``options.register_as``, the sweep's chosen network (the
+    best-accuracy network with a logged model on its accuracy/MAC front) is registered in
+    the MLflow Model Registry under that name once the sweep ends.
     """
-    from ray_jobs.results import sweep_report, trial_end_hypervolume
+    from ray_jobs.results import register_sweep_choice, sweep_report, trial_end_hypervolume
     from ray_jobs.sweep import launch as launch_sweep
 
-    return launch_sweep(
+    result = launch_sweep(
         spec, options, sweep_end_report=sweep_report, trial_end_report=trial_end_hypervolume
     )
+    if options is not None and options.register_as:
+        register_sweep_choice(
+            result.tracking_uri, result.experiment, result.sweep_id, options.register_as
+        )
+    return result

@@ -227,6 +227,12 @@ def run(
     type=click.Path(exists=True, file_okay=False),
     help="A folder Ray ships to every worker as its working directory (runtime_env working_dir).",
 )
+@click.option(
+    "--register-as",
+    metavar="NAME",
+    help="At the end, register the sweep's chosen network (best accuracy on its front, with "
+    "a logged model) in the MLflow Model Registry under NAME.",
+)
 @user_errors
 def launch(
     spec_path: str | None,
@@ -241,6 +247,7 @@ def launch(
     tracking_uri: str | None,
     py_modules: tuple[str, ...],
     working_dir: str | None,
+    register_as: str | None,
 ) -> None:
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
@@ -268,6 +275,7 @@ def launch(
         spec_label=spec_path,
         py_modules=list(py_modules),
         working_dir=working_dir,
+        register_as=register_as,
     )
     shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
     try:
@@ -391,6 +399,66 @@ def pareto(
     from ray_jobs.results import export_pareto
 
     export_pareto(tracking_uri, experiments, sweeps, output, csv_path, plot_path, objectives)
+
+
+@main.command()
+@click.argument("target", metavar="[RUN_OR_MODEL_URI]", required=False)
+@click.option("--name", required=True, help="Registered model name (created if new).")
+@click.option(
+    "--best",
+    metavar="COLUMN[:max|min]",
+    help="Instead of a run: the front network best in COLUMN (e.g. accuracy).",
+)
+@click.option("--min-accuracy", type=float, help="With --best: at least this accuracy (0-1).")
+@click.option("--min-mac-reduction", type=float, help="With --best: at least this MAC reduction.")
+@EXPERIMENT_OPTION
+@SWEEP_OPTION
+@TRACKING_URI_OPTION
+@user_errors
+def register(
+    target: str | None,
+    name: str,
+    best: str | None,
+    min_accuracy: float | None,
+    min_mac_reduction: float | None,
+    experiments: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    tracking_uri: str | None,
+) -> None:
+    """Register a trained network in the MLflow Model Registry, its widths and reductions as
+    tags: the one a net or trial run id or a models:/ URI names, or the one a rule on the
+    accuracy/MAC front picks (--best accuracy --min-mac-reduction 10)."""
+    from ray_jobs.results import FrontRule, register_network
+
+    if (target is None) == (best is None):
+        raise click.UsageError("give either RUN_OR_MODEL_URI or --best COLUMN")
+    if target is not None and (min_accuracy is not None or min_mac_reduction is not None):
+        raise click.UsageError("--min-accuracy and --min-mac-reduction go with --best")
+    rule = None
+    if best is not None:
+        rule = FrontRule(best, min_accuracy, min_mac_reduction, experiments, sweeps)
+    register_network(tracking_uri, target, rule, name)
+
+
+@main.command()
+@click.argument("target", metavar="RUN_OR_MODEL_URI")
+@click.option("-o", "--output", required=True, help="The file to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["state_dict", "torchscript", "torch.export"]),
+    default="state_dict",
+    show_default=True,
+    help="state_dict: weights with arch and widths (adprune_core.load_network); torchscript "
+    "and torch.export: a program that runs with torch alone.",
+)
+@TRACKING_URI_OPTION
+@user_errors
+def export(target: str, output: str, fmt: str, tracking_uri: str | None) -> None:
+    """Write the logged network a net or trial run id or a models:/ URI names to a file."""
+    from ray_jobs.results import export_network
+
+    export_network(tracking_uri, target, output, fmt)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from mlflow import MlflowClient
 
 PARENT = "mlflow.parentRunId"
+MODEL_TAG = "adprune.model_uri"
 
 
 def client_for(tmp_path):
@@ -40,9 +41,36 @@ def reported_networks(rows):
     return networks
 
 
-def check_store_matches(client, results_by_trial, sweep_name):
+def networks_with_models(rows, models):
+    """The (phase, round) of every network of a finished trial that record.models logs."""
+    last = rows[-1]
+    closed = {(r["phase"], r["round"]) for r in rows if r["decision"] != "continue"}
+    if models == "none" or not last.get("schedule_done"):
+        return set()
+    if models == "all":
+        return closed
+    chosen = last["final_chosen_round"]
+    return {key for key in closed if key in {("search", chosen), ("final", chosen)}}
+
+
+def check_logged_models(client, net, expected):
+    """The net run has exactly one READY logged model if ``expected``, else none; its tag
+    names that model."""
+    models = client.search_logged_models(
+        [net.info.experiment_id], filter_string=f"source_run_id = '{net.info.run_id}'"
+    )
+    ready = [m for m in models if str(m.status) == "READY"]
+    label = f"{net.data.params['phase']} round {net.data.params['round']}"
+    assert len(ready) == len(models) == (1 if expected else 0), f"{label}: models {models}"
+    if expected:
+        assert net.data.tags[MODEL_TAG] == f"models:/{ready[0].model_id}"
+        assert json.loads(ready[0].params["widths"]) == json.loads(net.data.params["widths"])
+
+
+def check_store_matches(client, results_by_trial, sweep_name, models="chosen"):
     """One sweep run; one trial run per trial; exactly one net run per trained network, with
-    its widths, accuracy, MACs, training complexity and one AD point per epoch."""
+    its widths, accuracy, MACs, training complexity and one AD point per epoch; and exactly
+    one logged model per network that ``models`` (record.models) logs, none for the others."""
     roots, children = hierarchy(client)
     (sweep,) = [r for r in roots if r.data.tags.get("sweep") == sweep_name]
     trials = {t.data.tags["trial_id"]: t for t in children[sweep.info.run_id]}
@@ -53,6 +81,7 @@ def check_store_matches(client, results_by_trial, sweep_name):
         assert all(count == 1 for count in keys.values()), f"duplicated net runs: {keys}"
         networks = reported_networks(rows)
         assert set(keys) == set(networks)
+        modelled = networks_with_models(rows, models)
         for net in nets:
             key = (net.data.params["phase"], int(net.data.params["round"]))
             reports = networks[key]
@@ -71,6 +100,7 @@ def check_store_matches(client, results_by_trial, sweep_name):
             by_step = {m.step: m.value for m in history}
             for report in reports:
                 assert by_step[report["epoch"]] == report["ad_total"]
+            check_logged_models(client, net, key in modelled)
             if last["decision"] != "continue":  # the network finished
                 assert net.info.status == "FINISHED"
                 assert net.data.metrics["accuracy"] == last["accuracy"]

@@ -162,6 +162,7 @@ def one_line_exit_2(proc, *words):
         (lambda s: s.replace("threshold: 0.01", "threshold: -0.01"), ["prune.rho.threshold"]),
         (lambda s: s.replace("[12, 16]", "[12, 16, 4]"), ["model.widths"]),
         (lambda s: s.replace("dataset: synthetic", "dataset: mnist"), ["data.dataset"]),
+        (lambda s: s + "record: {models: best}\n", ["record.models", "chosen"]),
     ],
 )
 def test_bad_launch_input_fails_before_training(tmp_path, edit, words):

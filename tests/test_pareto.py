@@ -154,6 +154,11 @@ def test_parquet_holds_every_network_of_both_sweeps(exported):
         assert row["accuracy"] == run.data.metrics["accuracy"]
         assert row["mac_reduction"] == run.data.metrics["mac_reduction"]
         assert row["round"] == int(run.data.params["round"])
+        assert row["model_uri"] == run.data.tags.get("adprune.model_uri")
+    # record.models' default (chosen) logs some networks and leaves the others out.
+    uris = table.column("model_uri").to_pylist()
+    assert None in uris and all(u is None or u.startswith("models:/m-") for u in uris)
+    assert any(uris)
     assert f"{table.num_rows} networks from 2 sweep(s)" in proc.stdout
 
 
@@ -192,6 +197,7 @@ def test_parquet_schema_is_typed_and_says_where_it_came_from(exported):
         "epochs": pa.int32(),
         "prune.rho.threshold": pa.float64(),
         "run_id": pa.string(),
+        "model_uri": pa.string(),
         "on_front": pa.bool_(),
     }
     for name, type_ in expected.items():

@@ -13,6 +13,9 @@ plots, and ``ui``.
   after every completed trial).
 - ``_plots``: the front as a PNG.
 - ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
+- ``_models``: logged networks back out: ``register`` into the Model Registry
+  (:func:`register_network`, :func:`register_sweep_choice`); ``_network_export``: ``export``
+  to a file (:func:`export_network`).
 
 Never imports ``ray_jobs.sweep``; of ``ray_jobs.tracking`` it uses only the run keys and tag
 names (``keys``) and where the store is (``store``), never the writer.
@@ -50,6 +53,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "trial_end_hypervolume": "._hypervolume",
         "plot_front": "._plots",
         "serve_ui": "._ui",
+        "FrontRule": "._models",
+        "register_network": "._models",
+        "register_sweep_choice": "._models",
+        "export_network": "._network_export",
+        "EXPORT_FORMATS": "._network_export",
         "UiOptions": "._ui",
     },
 )

@@ -66,6 +66,7 @@ def arrow_schema(hyper: dict[str, Any], metadata: dict[str, str]) -> Any:
         *[pa.field(key, pa.float64()) for key in LATENCY_COLUMNS],
         *[pa.field(key, tp) for key, tp in hyper.items()],
         pa.field("run_id", pa.string()),
+        pa.field("model_uri", pa.string()),  # null where no model was logged
         pa.field("on_front", pa.bool_()),
     ]
     return pa.schema(fields, metadata={k: v for k, v in metadata.items()})

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray_jobs.tracking.keys import CLOSED_TAG, KIND_TAG, NET_KIND, PARENT_TAG, TRIAL_KIND
+from ray_jobs.tracking.keys import (
+    CLOSED_TAG,
+    KIND_TAG,
+    MODEL_TAG,
+    NET_KIND,
+    PARENT_TAG,
+    TRIAL_KIND,
+)
 from ray_jobs.tracking.store import (
     TrackingError,
     check_store,
@@ -66,6 +73,8 @@ class NetworkRow:
     latency_ms_batch: float = math.nan
     latency_reduction_b1: float = math.nan
     latency_reduction_batch: float = math.nan
+    # The network's logged MLflow model (models:/<id>); None where record.models left it out.
+    model_uri: str | None = None
 
 
 @dataclass
@@ -215,4 +224,5 @@ def network_row(run: Any, experiment: str, hyperparams: dict[str, Any]) -> Netwo
         run_id=run.info.run_id,
         hyperparams=hyperparams,
         **{key: metrics.get(key, math.nan) for key in LATENCY_COLUMNS},
+        model_uri=tags.get(MODEL_TAG) or None,
     )

@@ -20,3 +20,4 @@ class LaunchOptions:
     spec_label: str | None = None  # the spec's file, for errors and the resume command
     py_modules: list[str] = field(default_factory=list)  # plugin packages Ray ships to workers
     working_dir: str | None = None  # a folder Ray ships to workers as their working directory
+    register_as: str | None = None  # registered model name for the chosen network at the end

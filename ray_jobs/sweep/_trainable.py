@@ -29,6 +29,7 @@ from adprune_core.cost import cost_report
 from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
 from adprune_core.latency import LATENCY_FIELDS
+from adprune_core.network_file import NETWORK_FILE, reported_network, save_network
 from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
@@ -135,9 +136,14 @@ def apply_transition(schedule: PruneSchedule, transition: dict[str, Any] | None)
     schedule.advance(Decision(**transition["decision"]))
 
 
-def save_checkpoint(schedule: PruneSchedule) -> tune.Checkpoint:
+def save_checkpoint(schedule: PruneSchedule, closing: dict | None = None) -> tune.Checkpoint:
+    """The schedule's checkpoint; with ``closing`` (the report that ends a network) also the
+    network's own file, which the driver logs as an MLflow model (record.models)."""
     folder = tempfile.mkdtemp(prefix="adprune-ckpt-")
     torch.save(schedule.checkpoint(), Path(folder) / CHECKPOINT_FILE)
+    if closing is not None and schedule.spec.record.models != "none":
+        info = reported_network(schedule.spec.model.arch, schedule.data, closing)
+        save_network(Path(folder) / NETWORK_FILE, schedule.model.state_dict(), info)
     return tune.Checkpoint.from_directory(folder)
 
 
@@ -286,7 +292,8 @@ def adprune_trainable(config: dict[str, Any]) -> None:
         metrics.update(process_metrics(time.perf_counter() - started, entered))
         if note:
             metrics["checkpoint_fallback"], note = note, ""
-        tune.report(metrics, checkpoint=save_checkpoint(schedule))
+        closing = metrics if decision.action != "continue" else None
+        tune.report(metrics, checkpoint=save_checkpoint(schedule, closing))
         if decision.action in ("next_round", "final"):
             # Reached only when no ActivationDensityScheduler paused us: go on in-process.
             schedule.advance(decision)

@@ -8,6 +8,7 @@ recorder (``_recorder``) applies them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -18,6 +19,13 @@ import click
 from ray.tune import Callback
 
 from ray_jobs.tracking._journal import BackgroundWriter, Journal, RetryingDelivery
+from ray_jobs.tracking._models import (
+    chosen_model_ops,
+    discard_unchosen,
+    model_op,
+    stage_network,
+    staged_path,
+)
 from ray_jobs.tracking._operations import (
     epoch_op,
     last_error_line,
@@ -39,6 +47,22 @@ _CONFIG_FIELDS = (
     "drain_timeout_s",
     "trial_end_report",
 )
+
+
+def models_mode(trial: Any) -> str:
+    """The trial's record.models: which of its networks become MLflow models."""
+    return trial.config.get("spec", {}).get("record", {}).get("models", "chosen")
+
+
+def import_model_flavor() -> None:
+    # A warm-up only: if it fails (an import race between threads), the first model imports.
+    with contextlib.suppress(Exception):
+        import mlflow.models
+        import mlflow.pytorch  # noqa: F401
+
+
+def result_net(result: dict[str, Any]) -> str:
+    return "final" if result["phase"] == "final" else f"net{result['round']}"
 
 
 class MlflowCallback(Callback):
@@ -75,6 +99,9 @@ class MlflowCallback(Callback):
             self.retry_interval_s,
         )
         self._started: set[str] = set()
+        # Trials whose last result ended a network: its weights come with the checkpoint
+        # Tune hands over next (on_checkpoint follows on_trial_result).
+        self._closing: dict[str, dict[str, Any]] = {}
         self._writer: BackgroundWriter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -111,6 +138,9 @@ class MlflowCallback(Callback):
         self._started = set()
         self._writer = BackgroundWriter(self.delivery, self.journal)
         self._writer.start(replay)
+        # The first logged model would otherwise wait seconds for these imports, and the last
+        # trial's models are written after its training ends, while the sweep waits for them.
+        threading.Thread(target=import_model_flavor, name="mlflow-import", daemon=True).start()
         self._submit({"op": "sweep_start"})
 
     def _submit(self, op: dict[str, Any]) -> None:
@@ -135,6 +165,19 @@ class MlflowCallback(Callback):
         self._submit(epoch_op(trial.trial_id, result))
         if result["decision"] != "continue":
             self._submit(net_end_op(trial.trial_id, result))
+            self._closing[trial.trial_id] = result
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        result = self._closing.pop(trial.trial_id, None)
+        mode = models_mode(trial)
+        if result is None or mode == "none":
+            return
+        path = staged_path(self.journal_dir, trial.trial_id, result_net(result))
+        if stage_network(checkpoint, path) and mode == "all":
+            op = model_op(trial.trial_id, result["phase"], result["round"], result["widths"], path)
+            self._submit(op)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
@@ -142,10 +185,17 @@ class MlflowCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
+        if models_mode(trial) == "chosen":
+            ops = chosen_model_ops(self.journal_dir, trial.trial_id, trial.last_result or {})
+            for op in ops:
+                self._submit(op)
+            discard_unchosen(self.journal_dir, trial.trial_id, ops)
         self._submit(trial_end_op(trial.trial_id, trial.last_result or {}))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
+        if models_mode(trial) == "chosen":  # a failed trial chose nothing to log
+            discard_unchosen(self.journal_dir, trial.trial_id, [])
         self._submit(trial_error_op(trial.trial_id, last_error_line(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

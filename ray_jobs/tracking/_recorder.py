@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ray_jobs.tracking._figures import plot_activation_maps, plot_net_ad, plot_trial_ad
+from ray_jobs.tracking._models import log_network_model, logged_model_id
 from ray_jobs.tracking._runs import RunResolver, log_metrics, set_tags
-from ray_jobs.tracking.keys import CLOSED_TAG, net_key, sweep_key, trial_key
+from ray_jobs.tracking.keys import CLOSED_TAG, MODEL_TAG, net_key, sweep_key, trial_key
 
 Operation = dict[str, Any]
 
@@ -140,6 +141,21 @@ class Recorder:
                 op["layer_ad_history"],
             )
             self.client.log_artifact(run_id, str(plot))
+
+    def _apply_net_model(self, op: Operation) -> None:
+        """The network's weights as an MLflow model of its run, unless one is there."""
+        run_id = self.runs.net_run(op)
+        key = net_key(self.sweep.sweep_id, op["trial"], op["net"])
+        run = self.client.get_run(run_id)
+        experiment_id = self.runs.experiment_id
+        model_id = logged_model_id(self.client, experiment_id, run, key)
+        if model_id is None:
+            model_id = log_network_model(
+                self.client, self.sweep.tracking_uri, experiment_id, run_id, key, op
+            )
+        if not run.data.tags.get(MODEL_TAG):
+            set_tags(self.client, run_id, {MODEL_TAG: f"models:/{model_id}"})
+        Path(op["path"]).unlink(missing_ok=True)  # logged: the staged copy is not needed
 
     def _close(
         self,

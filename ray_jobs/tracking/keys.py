@@ -13,6 +13,8 @@ KIND_TAG = "adprune.kind"
 KEY_TAG = "adprune.key"
 CLOSED_TAG = "adprune.closed"
 PARENT_TAG = "mlflow.parentRunId"
+# On a net run whose network was logged as an MLflow model: that model's URI (models:/<id>).
+MODEL_TAG = "adprune.model_uri"
 
 # The MLflow UI opens an experiment with this kind on its runs ("Model training"), not on the
 # GenAI overview of traces and token usage.
