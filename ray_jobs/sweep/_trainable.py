@@ -29,6 +29,7 @@ from adprune_core.cost import cost_report
 from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
 from adprune_core.latency import LATENCY_FIELDS
+from adprune_core.resources import TrialResources, threads_for
 from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
@@ -65,9 +66,28 @@ def cached_dataset(spec: SweepSpec) -> ArrayDataset:
     return _DATA_CACHE[key]
 
 
-def trial_device(spec: SweepSpec) -> str:
+def granted_resources(spec: SweepSpec) -> TrialResources:
+    """The share Tune placed this run of the trial on (its current network's with
+    ``resources.per_round``); the spec's own outside a Tune trial."""
+    try:
+        required = tune.get_context().get_trial_resources().required_resources
+    except Exception:  # not inside a Tune trial (e.g. a unit test calling the trainable)
+        return TrialResources(spec.resources.cpu, spec.resources.gpu)
+    return TrialResources(float(required.get("CPU", 0.0)), float(required.get("GPU", 0.0)))
+
+
+def use_resources(granted: TrialResources, device: str) -> None:
+    """Size this process to its share: an actor reused across rounds keeps the thread count
+    of the share it started with unless told otherwise."""
+    torch.set_num_threads(threads_for(granted.cpu))
+    if device == "cuda" and 0 < granted.gpu < 1:
+        torch.cuda.set_per_process_memory_fraction(granted.gpu)
+
+
+def trial_device(spec: SweepSpec, gpu: float | None = None) -> str:
     # Ray sets CUDA_VISIBLE_DEVICES per trial, so "cuda" is this trial's own (share of a) GPU.
-    if spec.resources.gpu > 0 and torch.cuda.is_available():
+    share = spec.resources.gpu if gpu is None else gpu
+    if share > 0 and torch.cuda.is_available():
         return "cuda"
     return "cpu" if spec.train.device == "auto" else spec.train.device
 
@@ -99,9 +119,8 @@ def load_saved_state(latest: Path, device: str) -> tuple[dict[str, Any], str]:
     raise RuntimeError("no readable checkpoint: " + "; ".join(errors))
 
 
-def load_schedule(spec: SweepSpec, data: ArrayDataset) -> tuple[PruneSchedule, str]:
+def load_schedule(spec: SweepSpec, data: ArrayDataset, device: str) -> tuple[PruneSchedule, str]:
     """The trial's schedule from its checkpoint (or new), and any checkpoint-fallback note."""
-    device = trial_device(spec)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return PruneSchedule(spec, data, device), ""
@@ -193,6 +212,29 @@ def epoch_metrics(
     return metrics
 
 
+def next_widths(schedule: PruneSchedule, decision: Decision) -> list[int]:
+    """The widths the scheduler's transition will start: net[i+1]'s, or the chosen net's."""
+    state = schedule.state
+    if decision.action == "next_round" and decision.next_widths is not None:
+        return list(decision.next_widths)
+    chosen = decision.chosen_round if decision.chosen_round is not None else state.round
+    return list(state.widths if chosen == state.round else state.records[chosen].widths)
+
+
+def next_mac_ratio(schedule: PruneSchedule, decision: Decision) -> float:
+    """MACs of the next network over net0's: what ``resources.per_round`` scales by."""
+    spec, data = schedule.spec, schedule.data
+    cost = cost_report(
+        spec.model.arch,
+        next_widths(schedule, decision),
+        data.num_classes,
+        data.input_size,
+        data.in_channels,
+        baseline_widths=schedule.state.net0_widths,
+    )
+    return 1.0 / cost.mac_reduction
+
+
 def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, Any]:
     """What the report that ends a network adds for its MLflow record."""
     state = schedule.state
@@ -208,6 +250,7 @@ def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, An
         state.ad_history, schedule.spec.prune.delta.flat_band
     )
     return {
+        "next_mac_ratio": next_mac_ratio(schedule, decision),
         "net_layer_ad_history": [list(x) for x in state.layer_ad_history],
         "net_profile": profile,
         "epochs_to_rho": state.epoch if decision.rho == "saturated" else None,
@@ -266,7 +309,10 @@ def adprune_trainable(config: dict[str, Any]) -> None:
     entered = time.time()
     spec = spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
-    schedule, note = load_schedule(spec, cached_dataset(spec))
+    granted = granted_resources(spec)
+    device = trial_device(spec, granted.gpu)
+    use_resources(granted, device)
+    schedule, note = load_schedule(spec, cached_dataset(spec), device)
     apply_transition(schedule, config.get("transition"))
     while not schedule.state.done:
         started = time.perf_counter()
@@ -284,6 +330,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
             schedule.advance(decision)
         metrics = epoch_metrics(schedule, result, decision)
         metrics.update(process_metrics(time.perf_counter() - started, entered))
+        metrics.update(resources_cpu=granted.cpu, resources_gpu=granted.gpu)
         if note:
             metrics["checkpoint_fallback"], note = note, ""
         tune.report(metrics, checkpoint=save_checkpoint(schedule))
