@@ -1,11 +1,10 @@
 """``resources.per_round``: each network's CPU/GPU share from its MACs, applied by Tune at the
 round transition, with the same results as a sweep on fixed resources."""
 
-import math
 import re
 
 import pytest
-from conftest import launch_cli, tiny_spec, trial_results
+from conftest import expected_cpu, launch_cli, tiny_spec, trial_results
 from mlflow_store import check_store_matches, client_for
 
 from adprune_core.errors import SpecError
@@ -15,11 +14,6 @@ from adprune_core.spec import spec_from_dict
 PER_ROUND = "resources: {cpu: 2, per_round: {min_cpu: 1, step_cpu: 1}}\n"
 FIXED = "resources: {cpu: 2}\n"
 DETERMINISTIC = "train: {deterministic: true}\n"
-
-
-def expected_cpu(row, cpu0=2.0, min_cpu=1.0, step=1.0):
-    """The issue's rule, from the network's own reported MAC reduction against net0."""
-    return min(cpu0, max(min_cpu, step * math.ceil(cpu0 / row["mac_reduction"] / step - 1e-9)))
 
 
 # ---------------------------------------------------------------------------- the rule
