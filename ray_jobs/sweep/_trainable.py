@@ -29,10 +29,10 @@ from adprune_core.cost import cost_report
 from adprune_core.criteria import Decision, classify_profile
 from adprune_core.data import ArrayDataset, load_dataset
 from adprune_core.latency import LATENCY_FIELDS
-from adprune_core.resources import TrialResources, threads_for
 from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
+from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 
 CHECKPOINT_FILE = "schedule.pt"
 
@@ -64,24 +64,6 @@ def cached_dataset(spec: SweepSpec) -> ArrayDataset:
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = load_dataset(spec.data)
     return _DATA_CACHE[key]
-
-
-def granted_resources(spec: SweepSpec) -> TrialResources:
-    """The share Tune placed this run of the trial on (its current network's with
-    ``resources.per_round``); the spec's own outside a Tune trial."""
-    try:
-        required = tune.get_context().get_trial_resources().required_resources
-    except Exception:  # not inside a Tune trial (e.g. a unit test calling the trainable)
-        return TrialResources(spec.resources.cpu, spec.resources.gpu)
-    return TrialResources(float(required.get("CPU", 0.0)), float(required.get("GPU", 0.0)))
-
-
-def use_resources(granted: TrialResources, device: str) -> None:
-    """Size this process to its share: an actor reused across rounds keeps the thread count
-    of the share it started with unless told otherwise."""
-    torch.set_num_threads(threads_for(granted.cpu))
-    if device == "cuda" and 0 < granted.gpu < 1:
-        torch.cuda.set_per_process_memory_fraction(granted.gpu)
 
 
 def trial_device(spec: SweepSpec, gpu: float | None = None) -> str:
@@ -210,29 +192,6 @@ def epoch_metrics(
         metrics.update({f"final_{k}": v for k, v in asdict(summarize(state)).items()})
         metrics["fig3"] = fig3_maps(state)
     return metrics
-
-
-def next_widths(schedule: PruneSchedule, decision: Decision) -> list[int]:
-    """The widths the scheduler's transition will start: net[i+1]'s, or the chosen net's."""
-    state = schedule.state
-    if decision.action == "next_round" and decision.next_widths is not None:
-        return list(decision.next_widths)
-    chosen = decision.chosen_round if decision.chosen_round is not None else state.round
-    return list(state.widths if chosen == state.round else state.records[chosen].widths)
-
-
-def next_mac_ratio(schedule: PruneSchedule, decision: Decision) -> float:
-    """MACs of the next network over net0's: what ``resources.per_round`` scales by."""
-    spec, data = schedule.spec, schedule.data
-    cost = cost_report(
-        spec.model.arch,
-        next_widths(schedule, decision),
-        data.num_classes,
-        data.input_size,
-        data.in_channels,
-        baseline_widths=schedule.state.net0_widths,
-    )
-    return 1.0 / cost.mac_reduction
 
 
 def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, Any]:
