@@ -35,14 +35,21 @@ train: {{deterministic: true}}
 prune:
   rho: {{threshold: 1.0e-9, patience: 1, min_epochs: {epochs}, max_epochs: {epochs}}}
   delta: {{flat_band: 1.0}}
-  max_rounds: 3
+  max_rounds: {max_rounds}
 search:
   train.seed: {{grid: {seeds}}}
 resources: {resources}
 """
 
-FULL = {"widths": [32, 64, 128, 128, 128, 128, 128, 128], "num_train": 2048, "epochs": 3}
-SMOKE = {"widths": [8, 16, 16, 16, 16, 16, 16, 16], "num_train": 256, "epochs": 2}
+# Small networks, as CPU sweeps train: their later rounds take a large part of a trial's time
+# and gain little from a second thread, which is what per-round resources give back.
+FULL = {
+    "widths": [8, 16, 32, 32, 32, 32, 32, 32],
+    "num_train": 4096,
+    "epochs": 3,
+    "max_rounds": 4,
+}
+SMOKE = {"widths": [8, 16, 16, 16, 16, 16, 16, 16], "num_train": 256, "epochs": 2, "max_rounds": 3}
 
 
 def spec_text(name: str, size: dict, seeds: list[int], resources: str) -> str:

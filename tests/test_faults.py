@@ -168,6 +168,10 @@ def one_line_exit_2(proc, *words):
         (lambda s: s[: s.index("search:")], ["search", "empty"]),
         (lambda s: s + "resources: {gpu: 1}\n", ["resources.gpu", "GPU"]),
         (lambda s: s + "resources: {cpu: 4096}\n", ["resources.cpu", "4096"]),
+        (
+            lambda s: s + "resources: {cpu: 1, per_round: {min_cpu: 2}}\n",
+            ["resources.per_round.min_cpu", "resources.cpu"],
+        ),
         (lambda s: s.replace("min_width: 2", "min_width: 0"), ["prune.min_width"]),
         (lambda s: s.replace("threshold: 0.01", "threshold: -0.01"), ["prune.rho.threshold"]),
         (lambda s: s.replace("[12, 16]", "[12, 16, 4]"), ["model.widths"]),
