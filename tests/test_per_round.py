@@ -70,8 +70,8 @@ def test_per_round_is_off_by_default_and_on_when_present():
 
 
 def run_sweep(folder, name, resources):
-    # Three trials: with 2 CPUs for net0, only one fits at a time.
-    spec = tiny_spec(name, grid="[0.005, 0.05, 0.5]") + resources + DETERMINISTIC
+    # Two trials: with 2 CPUs for net0, only one fits at a time.
+    spec = tiny_spec(name) + resources + DETERMINISTIC
     folder.mkdir()
     proc = launch_cli(folder, spec, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_per_round_resources_change_shares_but_not_results(tmp_path):
 
     # Same seeds, same widths and accuracies, epoch by epoch, whatever the threads.
     assert by_threshold(fixed) == by_threshold(elastic)
-    assert len(fixed) == 3 and all(rows[-1]["schedule_done"] for rows in fixed.values())
+    assert len(fixed) == 2 and all(rows[-1]["schedule_done"] for rows in fixed.values())
 
     fixed_rows = [r for rows in fixed.values() for r in rows]
     elastic_rows = [r for rows in elastic.values() for r in rows]
