@@ -4,12 +4,16 @@ round transition, with the same results as a sweep on fixed resources."""
 import re
 
 import pytest
+import torch
 from conftest import expected_cpu, launch_cli, tiny_spec, trial_results
 from mlflow_store import check_store_matches, client_for
 
+from adprune_core.data import load_dataset
 from adprune_core.errors import SpecError
 from adprune_core.resources import PerRoundSpec, ceil_to_step, round_resources, threads_for
+from adprune_core.schedule import PruneSchedule
 from adprune_core.spec import spec_from_dict
+from adprune_core.train import set_thread_invariant
 
 PER_ROUND = "resources: {cpu: 2, per_round: {min_cpu: 1, step_cpu: 1}}\n"
 FIXED = "resources: {cpu: 2}\n"
@@ -114,3 +118,38 @@ def test_per_round_resources_change_shares_but_not_results(tmp_path):
         assert re.search(rf"^{rows[0]['trial_id']} .* {','.join(shares)} ", elastic_out, re.M)
     check_store_matches(client_for(tmp_path / "elastic"), elastic, "elastic")
     check_store_matches(client_for(tmp_path / "fixed"), fixed, "fixed")
+
+
+# ---------------------------------------------------------------------------- thread counts
+
+
+def train_on_threads(threads):
+    """Net0's weights after one epoch of a small VGG trained on ``threads`` threads with
+    ``train.deterministic`` (32x32 inputs: BatchNorm over 1x1 maps, which sums across
+    threads, is not reached)."""
+    spec = spec_from_dict(
+        {
+            "model": {"arch": "vgg11", "widths": [8, 16, 32, 32, 32, 32, 32, 32]},
+            "data": {
+                "dataset": "synthetic",
+                "batch_size": 32,
+                "synthetic": {"num_train": 128, "num_test": 32, "input_size": 32},
+            },
+            "train": {"deterministic": True},
+        }
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        schedule = PruneSchedule(spec, load_dataset(spec.data), "cpu")
+        schedule.train_one_epoch()
+        return {k: v.clone() for k, v in schedule.model.state_dict().items()}
+    finally:
+        torch.set_num_threads(before)
+        set_thread_invariant(False)  # process-wide flags: leave them as they were
+
+
+def test_deterministic_training_gives_the_same_bits_on_one_and_two_threads():
+    one, two = train_on_threads(1), train_on_threads(2)
+    differing = [k for k in one if not torch.equal(one[k], two[k])]
+    assert one.keys() == two.keys() and not differing, differing
