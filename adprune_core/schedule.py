@@ -38,6 +38,7 @@ from adprune_core.train import (
     make_optimizer,
     memory_format,
     resolve_device,
+    set_thread_invariant,
     train_epoch,
 )
 
@@ -228,6 +229,8 @@ class PruneSchedule:
 
     def _train_and_evaluate(self) -> tuple[EpochStats, float]:
         spec, train = self.spec, self.spec.train
+        if self.device.type == "cpu":
+            set_thread_invariant(train.deterministic)
         stats = train_epoch(
             self.model,
             self.batches,

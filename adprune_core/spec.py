@@ -26,6 +26,7 @@ from adprune_core.data import DataSpec
 from adprune_core.errors import SpecError
 from adprune_core.latency import LatencySpec
 from adprune_core.models import ArchError, check_arch, check_widths
+from adprune_core.resources import PerRoundSpec, check_per_round
 from adprune_core.search_alg import SearchAlgSpec, check_model_based_samples, check_search_alg
 from adprune_core.train import TrainSpec
 
@@ -72,6 +73,10 @@ class FinalSpec:
 class ResourcesSpec:
     cpu: float = field(default=1.0, metadata={"min_exclusive": 0.0, "help": "CPUs per trial"})
     gpu: float = field(default=0.0, metadata={"min": 0.0, "help": "GPUs per trial (fractional)"})
+    per_round: PerRoundSpec | None = field(
+        default=None,
+        metadata={"help": "scale each network's cpu/gpu by its MACs (off when absent)"},
+    )
 
 
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -360,6 +365,7 @@ def validate(spec: SweepSpec) -> SweepSpec:
             f"prune.rho.min_epochs: {rho.min_epochs} is more than "
             f"prune.rho.max_epochs {rho.max_epochs}"
         )
+    check_per_round(spec.resources.cpu, spec.resources.gpu, spec.resources.per_round)
     check_search(spec.search)
     try:
         check_search_alg(spec.search_alg, spec.search)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,6 +56,13 @@ class TrainSpec:
         metadata={
             "choices": PRECISIONS,
             "help": "bf16: autocast forward and loss to bfloat16 (weights, grads, SGD stay fp32)",
+        },
+    )
+    deterministic: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU results independent of the thread count (native convolutions, "
+            "single-threaded BLAS reductions); about 3x slower on CPU",
         },
     )
     compile: bool = field(
@@ -125,6 +135,31 @@ def is_compile_failure(err: BaseException) -> bool:
     # Looked up, not imported: importing dynamo costs seconds, and without compile it is unused.
     dynamo_exc = sys.modules.get("torch._dynamo.exc")
     return dynamo_exc is not None and isinstance(err, dynamo_exc.BackendCompilerFailed)
+
+
+def set_thread_invariant(enabled: bool) -> None:
+    """Make CPU training give the same bits whatever ``torch.set_num_threads`` is, or undo it.
+
+    oneDNN's convolution weight gradients and MKL's GEMM split their sums across threads, so
+    the same seed gave different weights on 1 and 2 threads; ATen's native convolution keeps
+    each sum in one thread once MKL is told to use one thread for the calling thread. MKL's
+    setting is per thread: call this from the thread that trains. BatchNorm over 1x1 feature
+    maps still sums across threads (see the README).
+    """
+    torch.backends.mkldnn.enabled = not enabled
+    set_blas_threads_here = _mkl_set_num_threads_local()
+    if set_blas_threads_here is not None:
+        set_blas_threads_here(ctypes.byref(ctypes.c_int(1 if enabled else 0)))  # 0: global
+
+
+def _mkl_set_num_threads_local() -> Any:
+    """MKL's ``mkl_set_num_threads_local`` (Fortran-style, takes a pointer), linked into
+    torch's CPU library; None for a torch built without MKL."""
+    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        return getattr(ctypes.CDLL(str(library)), "mkl_set_num_threads_local", None)
+    except OSError:
+        return None
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:

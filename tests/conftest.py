@@ -1,6 +1,7 @@
 """Shared fixtures: sweeps recorded in a real sqlite MLflow store, and a real `mlflow server`."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -35,6 +36,12 @@ search:
 
 def tiny_spec(name, experiment="adprune-sweep", grid="[0.005, 0.05]", final_epochs=0):
     return TINY_SPEC.format(name=name, experiment=experiment, grid=grid, final_epochs=final_epochs)
+
+
+def expected_cpu(row, cpu0=2.0, min_cpu=1.0, step=1.0):
+    """``resources.per_round``'s CPUs for the network a report came from, by its own MAC
+    reduction against net0."""
+    return min(cpu0, max(min_cpu, step * math.ceil(cpu0 / row["mac_reduction"] / step - 1e-9)))
 
 
 def launch_cli(folder, spec_text, *args, timeout=300, env=None):

@@ -87,6 +87,10 @@ def check_store_matches(client, results_by_trial, sweep_name, models="chosen"):
             reports = networks[key]
             last = reports[-1]
             assert json.loads(net.data.params["widths"]) == last["widths"]
+            # The share the network trained on (per network with resources.per_round).
+            for kind in ("cpu", "gpu"):
+                recorded = float(net.data.params[f"resources.{kind}"])
+                assert {r[f"resources_{kind}"] for r in reports} == {recorded}
             history = client.get_metric_history(net.info.run_id, "ad_total")
             steps = [m.step for m in history]
             assert len(steps) == len(set(steps)), f"duplicated epochs in {key}: {steps}"

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import CLI, MlflowServer, launch_cli, tiny_spec, trial_results
+from conftest import CLI, MlflowServer, expected_cpu, launch_cli, tiny_spec, trial_results
 from mlflow import MlflowClient
 from mlflow_store import check_store_matches, hierarchy
 
@@ -109,8 +109,14 @@ def wait_for_round(tmp_path, name, round_index, epoch, timeout_s=120):
     raise AssertionError(f"round {round_index} epoch {epoch} not reported in {timeout_s}s")
 
 
-def test_truncated_checkpoint_falls_back_to_the_one_before(tmp_path):
-    driver = start_launch(tmp_path, slow_spec("corrupt"))
+# With per-round resources the worker dies in net1, after the trial was resized while PAUSEd:
+# its retry must come back on net1's share, not net0's.
+PER_ROUND = "resources: {cpu: 2, per_round: {min_cpu: 1}}\n"
+
+
+@pytest.mark.parametrize("resources", ["", PER_ROUND], ids=["fixed", "per_round"])
+def test_truncated_checkpoint_falls_back_to_the_one_before(tmp_path, resources):
+    driver = start_launch(tmp_path, slow_spec("corrupt") + resources)
     try:
         last = wait_for_round(tmp_path, "corrupt", 1, 3)
         worker = last["pid"]
@@ -135,6 +141,10 @@ def test_truncated_checkpoint_falls_back_to_the_one_before(tmp_path):
     # Resumed from the checkpoint before the damaged one: the damaged epoch is trained again.
     assert after[0]["round"] == 1 and after[0]["epoch"] == damaged_epoch
     assert json.dumps(after[0]["checkpoint_fallback"]).count("unreadable") == 1
+    if resources:
+        assert after[0]["pid"] != worker
+        assert all(r["resources_cpu"] == expected_cpu(r) for r in rows)
+        assert {r["resources_cpu"] for r in after} == {1.0}  # not net0's 2
     check_store_matches(
         MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"),
         trial_results(tmp_path, "corrupt"),
@@ -158,6 +168,10 @@ def one_line_exit_2(proc, *words):
         (lambda s: s[: s.index("search:")], ["search", "empty"]),
         (lambda s: s + "resources: {gpu: 1}\n", ["resources.gpu", "GPU"]),
         (lambda s: s + "resources: {cpu: 4096}\n", ["resources.cpu", "4096"]),
+        (
+            lambda s: s + "resources: {cpu: 1, per_round: {min_cpu: 2}}\n",
+            ["resources.per_round.min_cpu", "resources.cpu"],
+        ),
         (lambda s: s.replace("min_width: 2", "min_width: 0"), ["prune.min_width"]),
         (lambda s: s.replace("threshold: 0.01", "threshold: -0.01"), ["prune.rho.threshold"]),
         (lambda s: s.replace("[12, 16]", "[12, 16, 4]"), ["model.widths"]),

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import CLI, launch_cli, tiny_spec, trial_results
+from conftest import CLI, expected_cpu, launch_cli, tiny_spec, trial_results
 from mlflow_store import all_runs, check_store_matches, client_for
 
 # Rounds long enough that a signal lands while trials train; three trials on two cores, so
@@ -35,13 +35,14 @@ def start_launch(folder, spec_text, *args):
     )
 
 
-def interrupt_while_training(proc, signum, second=False):
-    """Send ``signum`` once a trial has reported an epoch; the whole output and exit status."""
+def interrupt_while_training(proc, signum, second=False, trigger="epoch   1"):
+    """Send ``signum`` once a trial has printed ``trigger`` (by default, reported an epoch);
+    the whole output and exit status."""
     lines = []
     sent = False
     for line in proc.stdout:
         lines.append(line)
-        if not sent and "epoch   1" in line:
+        if not sent and trigger in line:
             proc.send_signal(signum)
             if second:
                 time.sleep(0.2)
@@ -62,11 +63,25 @@ def resume_from_printed_command(folder, output):
     )
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# Stopped once a trial trains net1 on its resized share: a restored trial comes back with
+# net0's placement group, and must be given its network's share again.
+PER_ROUND = "resources: {cpu: 2, per_round: {min_cpu: 1}}\n"
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "resources"),
+    [(signal.SIGINT, 130, ""), (signal.SIGTERM, 143, ""), (signal.SIGINT, 130, PER_ROUND)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-per_round"],
+)
 def test_a_stop_signal_saves_the_sweep_and_resume_finishes_it_exactly_once(
-    tmp_path, signum, status
+    tmp_path, signum, status, resources
 ):
-    output, code = interrupt_while_training(start_launch(tmp_path, slow_spec("stop")), signum)
+    trigger = "net1   epoch   1" if resources else "epoch   1"
+    text = slow_spec("stop")
+    if resources:  # no delta stop at net0: every trial reaches net1
+        text = text.replace("flat_band: 0.002", "flat_band: 1.0") + resources
+    driver = start_launch(tmp_path, text)
+    output, code = interrupt_while_training(driver, signum, trigger=trigger)
     assert code == status, output[-3000:]
     assert "Traceback" not in output and "*** SIGTERM received" not in output
     assert "Tuner.restore" not in output and "Stop signal received" not in output
@@ -85,6 +100,10 @@ def test_a_stop_signal_saves_the_sweep_and_resume_finishes_it_exactly_once(
     sweep, trials = check_store_matches(client_for(tmp_path), results, "stop")
     assert sweep.info.status == "FINISHED"
     assert all(t.info.status == "FINISHED" for t in trials.values())
+    if resources:
+        rows = [r for trial_rows in results.values() for r in trial_rows]
+        assert all(r["resources_cpu"] == expected_cpu(r) for r in rows)
+        assert {r["resources_cpu"] for r in rows if r["round"] > 0} == {1.0}
 
 
 def test_a_second_ctrl_c_ends_at_once_and_resume_still_records_everything_once(tmp_path):

@@ -1,6 +1,8 @@
 """The Tune side of a sweep: every trial runs a whole prune schedule.
 
-- ``_trainable``: the function trainable (:func:`adprune_trainable`), one schedule per trial.
+- ``_trainable``: the function trainable (:func:`adprune_trainable`), one schedule per trial;
+  ``_trial_resources``: the share Tune granted it (threads, GPU memory) and the next
+  network's MACs, which ``resources.per_round`` scales the next share by.
 - ``_scheduler``: :class:`ActivationDensityScheduler` (the rho and delta decisions) and
   :class:`RoundAwareVariantGenerator` (grid/random search that keeps actors between rounds).
 - ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).

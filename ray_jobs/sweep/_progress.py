@@ -28,7 +28,7 @@ def make_progress_callback() -> Any:
             line = (
                 f"[{trial.trial_id}] {name:<6} epoch {result['epoch']:>3}  "
                 f"AD {result['ad_total']:.4f}  acc {100 * result['accuracy']:5.1f}%  "
-                f"widths {short_widths(result['widths'])}"
+                f"widths {short_widths(result['widths'])}{share_text(result)}"
             )
             if result["decision"] != "continue":
                 line += f"  -> {result['decision']} ({result['decision_reason']})"
@@ -41,6 +41,17 @@ def make_progress_callback() -> Any:
             click.echo(f"[{trial.trial_id}] failed and is out of retries (--max-failures)")
 
     return ProgressPrinter()
+
+
+def share_text(result: dict[str, Any]) -> str:
+    """The CPUs (and GPU share) this network trains on: with ``resources.per_round`` they
+    change from round to round."""
+    if "resources_cpu" not in result:
+        return ""
+    text = f"  cpu {result['resources_cpu']:g}"
+    if result.get("resources_gpu"):
+        text += f" gpu {result['resources_gpu']:g}"
+    return text
 
 
 # ---------------------------------------------------------------------------- summary
@@ -57,6 +68,7 @@ SUMMARY_HEADERS = (
     "MACs red.",
     "train. complexity",
     "stop",
+    "cpu/gpu by net",
     "node",
 )
 
@@ -69,6 +81,19 @@ def searched_values(config: dict[str, Any], keys: Sequence[str]) -> str:
             f"{key.split('.')[-1]}={node:g}" if isinstance(node, float) else f"{key}={node}"
         )
     return " ".join(parts)
+
+
+def shares_by_net(config: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Each network's share in training order, e.g. ``2,1,1`` (``cpu/gpu`` pairs with GPUs):
+    net0's from the spec, the later ones from the transitions the scheduler made."""
+    resources = config["spec"]["resources"]
+    shares = [(resources["cpu"], resources["gpu"])]
+    shares += [(s["cpu"], s["gpu"]) for s in config.get("transition_resources", [])]
+    if "resources_cpu" in metrics:  # the share the trial reported last runs on
+        shares[-1] = (metrics["resources_cpu"], metrics.get("resources_gpu", 0.0))
+    if any(gpu for _, gpu in shares):
+        return ",".join(f"{cpu:g}/{gpu:g}" for cpu, gpu in shares)
+    return ",".join(f"{cpu:g}" for cpu, _ in shares)
 
 
 def final_or_current(metrics: dict[str, Any], key: str, default: Any) -> Any:
@@ -96,6 +121,7 @@ def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
                 f"{metrics.get('final_mac_reduction', metrics.get('mac_reduction', 1.0)):.1f}x",
                 f"{final_or_current(metrics, 'training_complexity', 0.0):.1f}",
                 metrics.get("final_stop_reason", metrics.get("diverged", "-")),
+                shares_by_net(result.config, metrics),
                 str(metrics.get("node_ip", "-")),
             ]
         )

@@ -6,6 +6,14 @@ result and ``trial.config`` alone, with :func:`adprune_core.criteria.decide`, th
 ``adprune-sweep run`` uses. The one thing it tracks, which trials are between rounds, only
 keeps their actors cached; a restored sweep starts without it and merely restarts those
 trials on new workers.
+
+With ``resources.per_round``, each transition also writes net[i+1]'s share into
+``trial.config["transition"]["resources"]``, and the trial's placement group follows it while
+the trial is not running, as Tune's ``ResourceChangingScheduler`` does (``update_resources``).
+Kept in the config, the share survives a retry after a failure and ``Tuner.restore``, which
+rebuilds every trial's placement group from its default. ``ResourceChangingScheduler`` itself
+is not composed in: it refuses ``reuse_actors`` (which keeps same-size transitions at ~0.2 s)
+and resizes only on results its base scheduler CONTINUEs, with a PAUSE of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from adprune_core.criteria import Decision, decide
+from adprune_core.resources import round_resources
 from adprune_core.spec import SweepSpec, spec_from_dict
 
 if TYPE_CHECKING:
@@ -41,6 +50,11 @@ class ActivationDensityScheduler(FIFOScheduler):
         self.__dict__.update(state)
         self.between_rounds = set()
 
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        # Tune calls this for new, retried and restored trials; a restored one came back
+        # with net0's placement group.
+        fit_placement_group(trial)
+
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         self.between_rounds.discard(trial.trial_id)
 
@@ -59,6 +73,11 @@ class ActivationDensityScheduler(FIFOScheduler):
         actor, and finishes trials (and their MLflow records) one after another.
         """
         trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == "PAUSED":
+                # Resized here, before Tune stages it: a PAUSEd trial's actor is already
+                # cached under its old share, and no staged request holds the old one.
+                fit_placement_group(trial)
         for status in ("PAUSED", "PENDING"):
             for trial in trials:
                 if trial.status == status:
@@ -78,7 +97,7 @@ class ActivationDensityScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE
         if decision.action == "stop" or result.get("schedule_done"):
             return TrialScheduler.STOP
-        trial.set_config(with_transition(trial.config, result, decision))
+        trial.set_config(with_transition(trial.config, result, decision, spec))
         self.between_rounds.add(trial.trial_id)
         return TrialScheduler.PAUSE
 
@@ -125,8 +144,11 @@ def decision_for(result: dict, spec: SweepSpec) -> Decision:
     )
 
 
-def with_transition(config: dict, result: dict, decision: Decision) -> dict:
-    """A copy of ``config`` telling the restarted trainable which network to start."""
+def with_transition(
+    config: dict, result: dict, decision: Decision, spec: SweepSpec | None = None
+) -> dict:
+    """A copy of ``config`` telling the restarted trainable which network to start, and with
+    ``resources.per_round``, the share to start it with."""
     new_config = copy.deepcopy(config)
     new_config["transition"] = {
         "from_phase": result["phase"],
@@ -134,4 +156,32 @@ def with_transition(config: dict, result: dict, decision: Decision) -> dict:
         "at_epoch": result["epoch"],
         "decision": asdict(decision),
     }
+    if spec is not None and spec.resources.per_round is not None:
+        share = round_resources(
+            spec.resources.cpu,
+            spec.resources.gpu,
+            spec.resources.per_round,
+            result["next_mac_ratio"],
+        )
+        new_config["transition"]["resources"] = share.as_tune()
+        # Every network's share, in order, for the trial table.
+        new_config["transition_resources"] = [
+            *config.get("transition_resources", []),
+            share.as_tune(),
+        ]
     return new_config
+
+
+def placement_resources(trial: Trial) -> dict[str, float]:
+    required = trial.placement_group_factory.required_resources
+    return {"cpu": float(required.get("CPU", 0.0)), "gpu": float(required.get("GPU", 0.0))}
+
+
+def fit_placement_group(trial: Trial) -> bool:
+    """Give a trial that is not running the share its current network asks for; True when
+    that changed its placement group."""
+    wanted = (trial.config.get("transition") or {}).get("resources")
+    if not wanted or trial.status == "RUNNING" or placement_resources(trial) == wanted:
+        return False
+    trial.update_resources(dict(wanted))
+    return True

@@ -10,11 +10,9 @@ report, and the trainable applies the transition before training net[i+1].
 from __future__ import annotations
 
 import copy
-import ctypes
 import os
 import resource
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -27,48 +25,22 @@ from ray import tune
 
 from adprune_core.cost import cost_report
 from adprune_core.criteria import Decision, classify_profile
-from adprune_core.data import ArrayDataset, load_dataset
+from adprune_core.data import ArrayDataset
 from adprune_core.latency import LATENCY_FIELDS
 from adprune_core.network_file import NETWORK_FILE, reported_network, save_network
 from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
+from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
+from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
 
 CHECKPOINT_FILE = "schedule.pt"
 
 
-def release_freed_memory() -> None:
-    """Hand the heap memory of the previous network back to the OS (glibc ``malloc_trim``).
-
-    Each round allocates tensors of new shapes. glibc keeps the freed multi-megabyte buffers
-    of the last round on its heap, so a trial process grew by ~150 MiB per round on VGG-19
-    x 0.25 (benchmarks/memory.py). Trimming once per restart costs milliseconds; a fixed
-    mmap threshold would also stop the growth but made every epoch 1.7x slower.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (e.g. musl): nothing to trim
-        return
-    libc.malloc_trim(0)
-
-
-# With reuse_actors a restarted trial lands in the same process: keep its data loaded.
-_DATA_CACHE: dict[str, ArrayDataset] = {}
-
-
-def cached_dataset(spec: SweepSpec) -> ArrayDataset:
-    key = repr(spec.data)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[key] = load_dataset(spec.data)
-    return _DATA_CACHE[key]
-
-
-def trial_device(spec: SweepSpec) -> str:
+def trial_device(spec: SweepSpec, gpu: float | None = None) -> str:
     # Ray sets CUDA_VISIBLE_DEVICES per trial, so "cuda" is this trial's own (share of a) GPU.
-    if spec.resources.gpu > 0 and torch.cuda.is_available():
+    share = spec.resources.gpu if gpu is None else gpu
+    if share > 0 and torch.cuda.is_available():
         return "cuda"
     return "cpu" if spec.train.device == "auto" else spec.train.device
 
@@ -100,9 +72,8 @@ def load_saved_state(latest: Path, device: str) -> tuple[dict[str, Any], str]:
     raise RuntimeError("no readable checkpoint: " + "; ".join(errors))
 
 
-def load_schedule(spec: SweepSpec, data: ArrayDataset) -> tuple[PruneSchedule, str]:
+def load_schedule(spec: SweepSpec, data: ArrayDataset, device: str) -> tuple[PruneSchedule, str]:
     """The trial's schedule from its checkpoint (or new), and any checkpoint-fallback note."""
-    device = trial_device(spec)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return PruneSchedule(spec, data, device), ""
@@ -214,6 +185,7 @@ def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, An
         state.ad_history, schedule.spec.prune.delta.flat_band
     )
     return {
+        "next_mac_ratio": next_mac_ratio(schedule, decision),
         "net_layer_ad_history": [list(x) for x in state.layer_ad_history],
         "net_profile": profile,
         "epochs_to_rho": state.epoch if decision.rho == "saturated" else None,
@@ -272,7 +244,10 @@ def adprune_trainable(config: dict[str, Any]) -> None:
     entered = time.time()
     spec = spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
-    schedule, note = load_schedule(spec, cached_dataset(spec))
+    granted = granted_resources(spec)
+    device = trial_device(spec, granted.gpu)
+    use_resources(granted, device)
+    schedule, note = load_schedule(spec, cached_dataset(spec), device)
     apply_transition(schedule, config.get("transition"))
     while not schedule.state.done:
         started = time.perf_counter()
@@ -290,6 +265,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
             schedule.advance(decision)
         metrics = epoch_metrics(schedule, result, decision)
         metrics.update(process_metrics(time.perf_counter() - started, entered))
+        metrics.update(resources_cpu=granted.cpu, resources_gpu=granted.gpu)
         if note:
             metrics["checkpoint_fallback"], note = note, ""
         closing = metrics if decision.action != "continue" else None

@@ -36,8 +36,9 @@ TRIAL_METRICS = {
 
 
 def network_fields(op: str, trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
-    """What names the net[i] run an operation belongs to, and its epoch."""
-    return {
+    """What names the net[i] run an operation belongs to, its epoch, and the share it
+    trains on (a param of the run: with ``resources.per_round`` it differs per network)."""
+    fields = {
         "op": op,
         "trial": trial_id,
         "net": net_name(result["phase"], result["round"]),
@@ -46,6 +47,12 @@ def network_fields(op: str, trial_id: str, result: dict[str, Any]) -> dict[str, 
         "widths": result["widths"],
         "epoch": result["epoch"],
     }
+    if "resources_cpu" in result:
+        fields["resources"] = {
+            "resources.cpu": result["resources_cpu"],
+            "resources.gpu": result.get("resources_gpu", 0.0),
+        }
+    return fields
 
 
 def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -253,7 +253,12 @@ class RunResolver:
                 "arch": s.arch,
                 "dataset": s.dataset,
             },
-            {"round": op["round"], "phase": op["phase"], "widths": op["widths"]},
+            {
+                "round": op["round"],
+                "phase": op["phase"],
+                "widths": op["widths"],
+                **op.get("resources", {}),
+            },
         )
 
     def trial_net_runs(self, trial_id: str) -> list[Any]:

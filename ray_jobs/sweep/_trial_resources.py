@@ -1,0 +1,54 @@
+"""What a trial knows of its resources: the share Tune granted it, sized into torch, and the
+MACs of the next network, which ``resources.per_round`` scales the next share by."""
+
+from __future__ import annotations
+
+import torch
+from ray import tune
+
+from adprune_core.cost import cost_report
+from adprune_core.criteria import Decision
+from adprune_core.resources import TrialResources, threads_for
+from adprune_core.schedule import PruneSchedule
+from adprune_core.spec import SweepSpec
+
+
+def granted_resources(spec: SweepSpec) -> TrialResources:
+    """The share Tune placed this run of the trial on (its current network's with
+    ``resources.per_round``); the spec's own outside a Tune trial."""
+    try:
+        required = tune.get_context().get_trial_resources().required_resources
+    except Exception:  # not inside a Tune trial (e.g. a unit test calling the trainable)
+        return TrialResources(spec.resources.cpu, spec.resources.gpu)
+    return TrialResources(float(required.get("CPU", 0.0)), float(required.get("GPU", 0.0)))
+
+
+def use_resources(granted: TrialResources, device: str) -> None:
+    """Size this process to its share: an actor reused across rounds keeps the thread count
+    of the share it started with unless told otherwise."""
+    torch.set_num_threads(threads_for(granted.cpu))
+    if device == "cuda" and 0 < granted.gpu < 1:
+        torch.cuda.set_per_process_memory_fraction(granted.gpu)
+
+
+def next_widths(schedule: PruneSchedule, decision: Decision) -> list[int]:
+    """The widths the scheduler's transition will start: net[i+1]'s, or the chosen net's."""
+    state = schedule.state
+    if decision.action == "next_round" and decision.next_widths is not None:
+        return list(decision.next_widths)
+    chosen = decision.chosen_round if decision.chosen_round is not None else state.round
+    return list(state.widths if chosen == state.round else state.records[chosen].widths)
+
+
+def next_mac_ratio(schedule: PruneSchedule, decision: Decision) -> float:
+    """MACs of the next network over net0's: what ``resources.per_round`` scales by."""
+    spec, data = schedule.spec, schedule.data
+    cost = cost_report(
+        spec.model.arch,
+        next_widths(schedule, decision),
+        data.num_classes,
+        data.input_size,
+        data.in_channels,
+        baseline_widths=schedule.state.net0_widths,
+    )
+    return 1.0 / cost.mac_reduction
