@@ -34,6 +34,14 @@ search:
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tracking_uri_unset_after_the_module():
+    """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, which every later CLI
+    subprocess of the session would inherit; unset both when this module is done."""
+    yield
+    mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """A quickstart-like digits sweep (two trials, a final phase) in a real MLflow server,
