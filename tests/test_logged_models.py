@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import CLI, MlflowServer, launch_cli, tiny_spec, trial_results
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow_store import MODEL_TAG, all_runs, check_logged_models, networks_with_models
 
 from adprune_core.data import DataSpec, DeviceBatches, load_dataset
@@ -240,6 +241,27 @@ def test_record_models_is_per_trial_all_or_none(tmp_path):
     assert modes == {"all", "none"}
     # Logged networks leave no staged copy behind in the sweep's folder.
     assert not list((tmp_path / "runs" / "modes" / "models").rglob("*.pt"))
+    # A front rule picks among the networks that can be fetched: an unlogged network that
+    # dominates every other one (made so here) does not hide the logged ones.
+    logged = [n for n in nets if n.data.tags.get(MODEL_TAG)]
+    unlogged = next(n for n in nets if not n.data.tags.get(MODEL_TAG))
+    client.log_batch(
+        unlogged.info.run_id,
+        metrics=[Metric("accuracy", 1.0, 0, 10**6), Metric("mac_reduction", 1e6, 0, 10**6)],
+    )
+    proc = subprocess.run(
+        [*CLI, "register", "--best", "accuracy", "--name", "modes-best"]
+        + ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (version,) = client.search_model_versions("name = 'modes-best'")
+    registered = client.get_run(version.run_id)
+    assert registered.data.tags[MODEL_TAG] == version.source
+    assert registered.data.metrics["accuracy"] == max(n.data.metrics["accuracy"] for n in logged)
 
 
 def test_a_replayed_model_record_logs_once_and_replaces_an_unfinished_one(tmp_path):

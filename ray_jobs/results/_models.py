@@ -24,8 +24,8 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass(frozen=True)
 class FrontRule:
-    """Pick the network best in ``best`` among those on the accuracy/MAC front that meet the
-    floors and have a logged model."""
+    """Pick the network best in ``best`` among the logged networks on their own accuracy/MAC
+    front that meet the floors."""
 
     best: str = "accuracy"
     min_accuracy: float | None = None
@@ -73,19 +73,23 @@ def pick_by_rule(client: Any, rule: FrontRule) -> NetworkRow:
     """The network ``rule`` names; a one-line TrackingError when none matches."""
     column, sense = check_best(rule.best)
     networks = load_networks(client, rule.experiments, rule.sweeps)
-    mask = front_mask(networks, parse_objectives(DEFAULT_OBJECTIVES))
+    # The front of the networks that can be fetched: with record.models: chosen, the global
+    # front is mostly unlogged networks (net0s, a neighbour trial's net[i]), and a rule over it
+    # would match nothing a user can register.
+    logged = [n for n in networks if n.model_uri]
+    mask = front_mask(logged, parse_objectives(DEFAULT_OBJECTIVES)) if logged else []
     matching = [
         n
-        for n, on_front in zip(networks, mask)
+        for n, on_front in zip(logged, mask)
         if on_front
-        and n.model_uri
         and (rule.min_accuracy is None or n.accuracy >= rule.min_accuracy)
         and (rule.min_mac_reduction is None or n.mac_reduction >= rule.min_mac_reduction)
     ]
     if not matching:
         raise TrackingError(
-            f"{rule}: no network with a logged model on the accuracy/MAC front matches "
-            f"({len(networks)} networks in the selected sweeps)"
+            f"{rule}: no logged network on the accuracy/MAC front of the logged networks "
+            f"matches ({len(logged)} of {len(networks)} networks in the selected sweeps have "
+            "a logged model; see record.models)"
         )
     sign = 1.0 if sense == "max" else -1.0
     return max(matching, key=lambda n: (sign * float(getattr(n, column)), n.run_id))
@@ -208,7 +212,7 @@ def pick(client: Any, target: str | None, rule: FrontRule | None) -> NetworkMode
 
 
 def register_sweep_choice(uri: str, experiment: str, sweep_id: str, name: str) -> None:
-    """After a sweep: register its best-accuracy network on its front (``--register-as``)."""
+    """After a sweep: register its most accurate logged network (``--register-as``)."""
     _, client = existing_store(uri)
     rule = FrontRule(experiments=(experiment,), sweeps=(sweep_id,))
     try:
