@@ -224,11 +224,14 @@ def test_record_models_is_per_trial_all_or_none(tmp_path):
     spec = tiny_spec("modes", grid="[0.05]").replace(
         "search:\n", "search:\n  record.models: {grid: [all, none]}\n"
     )
-    proc = launch_cli(tmp_path, spec)
+    # Its own store, named: the module's server URI is in MLFLOW_TRACKING_URI by now.
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    proc = launch_cli(tmp_path, spec, "--tracking-uri", store)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    client = MlflowClient(store)
     results = trial_results(tmp_path, "modes")
     nets = net_runs(client)
+    assert {n.data.tags["trial_id"] for n in nets} == set(results)
     modes = set()
     for trial_id, rows in results.items():
         mode = rows[0]["config"]["spec"]["record"]["models"]
@@ -251,7 +254,7 @@ def test_record_models_is_per_trial_all_or_none(tmp_path):
     )
     proc = subprocess.run(
         [*CLI, "register", "--best", "accuracy", "--name", "modes-best"]
-        + ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"],
+        + ["--tracking-uri", store],
         capture_output=True,
         text=True,
         timeout=180,
