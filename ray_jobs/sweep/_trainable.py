@@ -184,8 +184,10 @@ def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, An
     profile = decision.profile or classify_profile(
         state.ad_history, schedule.spec.prune.delta.flat_band
     )
+    # Only resources.per_round reads it, and a plugin's MACs cost a counted dry forward pass.
+    per_round = schedule.spec.resources.per_round is not None
     return {
-        "next_mac_ratio": next_mac_ratio(schedule, decision),
+        **({"next_mac_ratio": next_mac_ratio(schedule, decision)} if per_round else {}),
         "net_layer_ad_history": [list(x) for x in state.layer_ad_history],
         "net_profile": profile,
         "epochs_to_rho": state.epoch if decision.rho == "saturated" else None,
