@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from adprune_core.data import DeviceBatches
-from adprune_core.models import build_model
-from adprune_core.train import train_epoch
+from adprune_core.engine import train_epoch
+from adprune_core.nets import build_model
 
 NUM_IMAGES = 10000
 BATCH = 128

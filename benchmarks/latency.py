@@ -17,9 +17,9 @@ import time
 import torch
 from common import reproduce
 
-from adprune_core.models import default_widths
+from adprune_core.config import spec_from_dict
+from adprune_core.nets import default_widths
 from adprune_core.schedule import PruneSchedule
-from adprune_core.spec import spec_from_dict
 
 CASES = {
     "cnn": {"dataset": "synthetic", "num_train": 2048, "size": 32},

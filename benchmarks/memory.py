@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common import REPO, launch, reproduce, trial_results
 
-from adprune_core.models import default_widths
+from adprune_core.nets import default_widths
 
 VGG = """
 name: vgg-memory

@@ -25,7 +25,7 @@ from pathlib import Path
 from common import launch, reproduce, verdict
 from mlflow import MlflowClient
 
-from adprune_core.models import default_widths
+from adprune_core.nets import default_widths
 
 SPEC = """
 name: {name}
@@ -54,8 +54,7 @@ def model_logging_seconds(
 ) -> tuple[float, float]:
     """Median seconds to log one network as an MLflow model through the recorder, and the
     network file's size in MiB."""
-    from adprune_core.models import build_model, default_widths
-    from adprune_core.network_file import NetworkInfo, save_network
+    from adprune_core.nets import NetworkInfo, build_model, default_widths, save_network
     from ray_jobs.tracking import Recorder, RunResolver, SweepInfo
 
     widths = widths or default_widths(arch)

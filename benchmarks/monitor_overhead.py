@@ -8,9 +8,8 @@ import torch
 from common import cifar_shaped, median, reproduce, timed, verdict
 
 from adprune_core.data import DeviceBatches
-from adprune_core.density import DensityMonitor
-from adprune_core.models import build_model, default_widths
-from adprune_core.train import train_epoch
+from adprune_core.engine import DensityMonitor, train_epoch
+from adprune_core.nets import build_model, default_widths
 
 REPEATS = 15
 CASES = {

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 from adprune_core._exports import lazy_exports
 
 if TYPE_CHECKING:
-    from adprune_core.spec import SweepSpec
     from ray_jobs.sweep import LaunchOptions, SweepResult
+    from ray_jobs.sweep._spec import SweepSpec
 
 __getattr__, __dir__, _lazy_names = lazy_exports(
     __name__,

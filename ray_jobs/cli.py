@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 import click
 
 # Only torch-free modules at the top: compare, pareto, ui and --help never load torch.
-from adprune_core.catalog import BUILTIN_ARCHS, DATASETS, FIXED_DATASET_SHAPES
-from adprune_core.errors import (
+from adprune_core.config import (
+    BUILTIN_ARCHS,
+    DATASETS,
+    FIXED_DATASET_SHAPES,
     ArchError,
     DatasetNotFoundError,
     DeviceUnavailable,
@@ -80,15 +82,17 @@ def dataset_input_shape(dataset: str) -> tuple[int, int, int]:
     """(num_classes, input_size, in_channels) of a built-in dataset, torch-free when fixed."""
     if dataset in FIXED_DATASET_SHAPES:
         return FIXED_DATASET_SHAPES[dataset]
-    from adprune_core.data import DataSpec, dataset_shape
+    from adprune_core.config import DataSpec
+    from adprune_core.data import dataset_shape
 
-    return dataset_shape(DataSpec(dataset=dataset))
+    shape = dataset_shape(DataSpec(dataset=dataset))
+    return (shape.num_classes, shape.input_size, shape.in_channels)
 
 
 def check_arch_option(arch: str) -> str:
     if arch in BUILTIN_ARCHS:
         return arch  # described without torch; a plugin is imported and checked below
-    from adprune_core.models import arch_info
+    from adprune_core.nets import arch_info
 
     try:
         arch_info(arch)
@@ -129,7 +133,7 @@ def cost(
     as_json: bool,
 ) -> None:
     """Parameters, MACs, energy and reductions of a width list against the arch's net0."""
-    from adprune_core.cost import describe_cost
+    from adprune_core.nets import describe_cost
 
     if dataset and (num_classes or input_size or in_channels):
         raise click.UsageError(
@@ -171,7 +175,7 @@ def run(
     spec_path: str, overrides: tuple[str, ...], output: str | None, device: str | None, quiet: bool
 ) -> None:
     """Run one full prune schedule in this process (no Ray, no MLflow)."""
-    from adprune_core.runner import run_spec_file
+    from adprune_core.schedule import run_spec_file
 
     extra = (f"train.device={device}",) if device else ()
     run_spec_file(spec_path, overrides + extra, output, quiet, echo=click.echo)
@@ -255,7 +259,7 @@ def launch(
     Ctrl-C or SIGTERM saves the sweep's state and prints the command that goes on with it
     (exit status 130 or 143); a second Ctrl-C ends at once.
     """
-    from adprune_core.spec import load_spec
+    from adprune_core.config import load_spec
     from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
     from ray_jobs.sweep import shipped_code

@@ -7,7 +7,7 @@ NETS = '''
 import torch
 from torch import nn
 
-from adprune_core.models import LayerReLU
+from adprune_core.nets import LayerReLU
 
 
 class TinyNet(nn.Module):

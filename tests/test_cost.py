@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from adprune_core.cost import ENERGY_PER_MAC_J, cost_report, net_cost, training_complexity
-from adprune_core.models import ARCHS, build_model, default_widths
+from adprune_core.config import training_complexity
+from adprune_core.nets import (
+    ARCHS,
+    ENERGY_PER_MAC_J,
+    build_model,
+    cost_report,
+    default_widths,
+    net_cost,
+)
 
 VGG19_NET1 = [18, 23, 47, 25, 54, 51, 62, 61, 197, 258, 378, 322, 402, 383, 259, 134]
 VGG19_NET2 = [10, 9, 30, 11, 21, 31, 22, 21, 62, 70, 113, 141, 256, 299, 194, 71]

@@ -1,9 +1,7 @@
 import pytest
 
-from adprune_core.criteria import (
-    DeltaSpec,
-    PruneSpec,
-    RhoSpec,
+from adprune_core.config import DeltaSpec, PruneSpec, RhoSpec
+from adprune_core.schedule import (
     classify_profile,
     decide,
     least_squares_slope,

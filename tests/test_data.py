@@ -7,19 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from adprune_core.MISSING_data import random_crop, random_flip
 
-from adprune_core.data import (
-    DATASETS,
-    ArrayDataset,
-    DatasetNotFoundError,
-    DataSpec,
-    DeviceBatches,
-    SyntheticSpec,
-    dataset_shape,
-    load_dataset,
-    random_crop,
-    random_flip,
-)
+from adprune_core.config import DATASETS, DatasetNotFoundError, DataSpec, SyntheticSpec
+from adprune_core.data import ArrayDataset, DeviceBatches, dataset_shape, load_dataset
 
 
 def _synthetic_spec(seed: int = 0, **syn: object) -> DataSpec:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from adprune_core.density import DensityMonitor
-from adprune_core.models import build_model
+from adprune_core.engine import DensityMonitor
+from adprune_core.nets import build_model
 
 
 def reference_densities(model, batches):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from adprune_core.config import SpecError, spec_from_dict
 from adprune_core.data import load_dataset
+from adprune_core.engine import CompileUnavailable
 from adprune_core.schedule import PruneSchedule
-from adprune_core.spec import SpecError, spec_from_dict
-from adprune_core.train import CompileUnavailable
 
 # Calls that make the host wait for the device when the tensor lives on a GPU: reads of values
 # (item, tolist, numpy, cpu, Python number conversions) and ops whose output shape depends on
@@ -134,7 +134,7 @@ def test_bf16_autocast_is_active_and_training_still_learns(data):
 
 def test_bf16_counts_are_exact_past_bf16_precision():
     # A bf16 sum would round 1001 positives per channel to 1000; the monitor must not.
-    from adprune_core.density import positive_counts
+    from adprune_core.engine import positive_counts
 
     relu_output = torch.zeros(1001, 2, 1, 1, dtype=torch.bfloat16)
     relu_output[:, 0] = 0.5

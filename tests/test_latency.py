@@ -10,10 +10,10 @@ import torch
 from conftest import CLI
 from mlflow_store import client_for, hierarchy
 
-from adprune_core.latency import LatencySpec, measure_latency
-from adprune_core.models import build_model
+from adprune_core.config import LatencySpec, spec_from_dict
+from adprune_core.engine import measure_latency
+from adprune_core.nets import build_model
 from adprune_core.schedule import PruneSchedule
-from adprune_core.spec import spec_from_dict
 
 TINY = {
     "model": {"arch": "cnn2", "widths": [12, 16]},

@@ -15,9 +15,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow_store import MODEL_TAG, all_runs, check_logged_models, networks_with_models
 
-from adprune_core.data import DataSpec, DeviceBatches, load_dataset
-from adprune_core.network_file import load_network
-from adprune_core.train import evaluate
+from adprune_core.config import DataSpec
+from adprune_core.data import DeviceBatches, load_dataset
+from adprune_core.engine import evaluate
+from adprune_core.nets import load_network
 
 DIGITS_SPEC = """
 name: digits
@@ -270,8 +271,7 @@ def test_record_models_is_per_trial_all_or_none(tmp_path):
 def test_a_replayed_model_record_logs_once_and_replaces_an_unfinished_one(tmp_path):
     """The same net_model record applied by one driver twice, then by a fresh driver (as a
     replayed journal after a kill), with a model a killed write left PENDING in between."""
-    from adprune_core.models import build_model
-    from adprune_core.network_file import NetworkInfo, save_network
+    from adprune_core.nets import NetworkInfo, build_model, save_network
     from ray_jobs.tracking import Recorder, RunResolver, SweepInfo
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

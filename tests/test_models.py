@@ -1,14 +1,8 @@
 import pytest
 import torch
 
-from adprune_core.models import (
-    ARCHS,
-    ArchError,
-    LayerReLU,
-    build_model,
-    default_widths,
-    inherit_filters,
-)
+from adprune_core.config import ArchError
+from adprune_core.nets import ARCHS, LayerReLU, build_model, default_widths, inherit_filters
 
 # Published parameter counts of the kuangliu/pytorch-cifar models the paper used (CIFAR-10).
 # Our convs carry no bias (BN follows), so VGG-19 is 20,040,522 minus one bias per filter.
@@ -111,6 +105,6 @@ def test_inherit_resnet_keeps_shapes():
 
 
 def test_the_cli_catalog_names_every_registered_arch():
-    from adprune_core.catalog import BUILTIN_ARCHS
+    from adprune_core.config import BUILTIN_ARCHS
 
     assert sorted(BUILTIN_ARCHS) == sorted(ARCHS)

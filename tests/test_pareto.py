@@ -106,7 +106,7 @@ def test_order_is_front_first_best_first():
     "text", ["accuracy", "accuracy:max,colour:max", "accuracy:up,macs", "accuracy,accuracy"]
 )
 def test_bad_objectives_are_rejected(text):
-    from adprune_core.spec import SpecError
+    from adprune_core.config import SpecError
 
     with pytest.raises(SpecError, match="--objectives"):
         parse_objectives(text)

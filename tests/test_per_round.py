@@ -8,12 +8,12 @@ import torch
 from conftest import expected_cpu, launch_cli, tiny_spec, trial_results
 from mlflow_store import check_store_matches, client_for
 
+from adprune_core.config import SpecError, spec_from_dict
 from adprune_core.data import load_dataset
-from adprune_core.errors import SpecError
-from adprune_core.resources import PerRoundSpec, ceil_to_step, round_resources, threads_for
+from adprune_core.engine import set_thread_invariant
 from adprune_core.schedule import PruneSchedule
-from adprune_core.spec import spec_from_dict
-from adprune_core.train import set_thread_invariant
+from ray_jobs.sweep._per_round import ceil_to_step, round_resources, threads_for
+from ray_jobs.sweep._spec import PerRoundSpec
 
 PER_ROUND = "resources: {cpu: 2, per_round: {min_cpu: 1, step_cpu: 1}}\n"
 FIXED = "resources: {cpu: 2}\n"

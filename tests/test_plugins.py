@@ -16,11 +16,18 @@ from conftest import CLI, trial_results
 from mlflow_store import all_runs, check_store_matches, client_for
 from plugin_sources import tinynet_cost, write_plugin
 
-from adprune_core.cost import net_cost
-from adprune_core.data import DataSpec, load_dataset
-from adprune_core.flop_cost import counted_cost, counted_params_and_macs
-from adprune_core.models import ARCHS, ArchError, build_model, default_widths, inherit_filters
-from adprune_core.plugins import PluginError, plugin_arch_info
+from adprune_core.config import ArchError, DataSpec, PluginError
+from adprune_core.data import load_dataset
+from adprune_core.nets import (
+    ARCHS,
+    build_model,
+    counted_cost,
+    counted_params_and_macs,
+    default_widths,
+    inherit_filters,
+    net_cost,
+    plugin_arch_info,
+)
 
 NET = "tinyplug.nets:build"
 DATA = "tinyplug.data:load"

@@ -4,11 +4,9 @@ import json
 import pytest
 import torch
 
-from adprune_core.criteria import Decision, next_widths
+from adprune_core.config import TrainingDiverged, spec_from_dict
 from adprune_core.data import load_dataset
-from adprune_core.schedule import PruneSchedule, ScheduleState, summarize
-from adprune_core.spec import spec_from_dict
-from adprune_core.train import TrainingDiverged
+from adprune_core.schedule import Decision, PruneSchedule, ScheduleState, next_widths, summarize
 
 
 def tiny_spec(**overrides):

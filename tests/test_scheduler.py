@@ -6,9 +6,9 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from adprune_core.config import spec_from_dict, spec_to_dict
 from adprune_core.data import load_dataset
 from adprune_core.schedule import PruneSchedule
-from adprune_core.spec import spec_from_dict, spec_to_dict
 from ray_jobs.sweep import ActivationDensityScheduler
 from ray_jobs.sweep._trainable import epoch_metrics
 

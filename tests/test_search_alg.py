@@ -16,8 +16,8 @@ import pytest
 from conftest import CLI, launch_cli, trial_results
 from mlflow_store import check_store_matches, client_for, hierarchy
 
-from adprune_core.search_alg import TRIAL_OBJECTIVES, parse_search_objectives
-from adprune_core.spec import SpecError, spec_from_dict
+from adprune_core.config import SpecError, spec_from_dict
+from ray_jobs.sweep._spec import TRIAL_OBJECTIVES, parse_search_objectives
 
 SPEC = """
 name: {name}
@@ -137,7 +137,7 @@ def test_the_sampler_is_told_each_trials_chosen_network(finished_study):
 
 def test_the_scheduler_decides_as_run_does_under_optuna(finished_study):
     """Each finished trial's networks are those `run` trains in-process from its config."""
-    from adprune_core.runner import run_schedule
+    from adprune_core.schedule import run_schedule
 
     folder, name, _ = finished_study
     checked = 0

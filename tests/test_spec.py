@@ -14,7 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adprune_core.spec import SpecError, SweepSpec, flatten, load_spec, spec_from_dict
+from adprune_core.config import SpecError, flatten, load_spec, spec_from_dict
+from ray_jobs.sweep._spec import SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"

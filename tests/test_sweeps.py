@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from adprune_core.spec import load_spec
+from adprune_core.config import load_spec
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 

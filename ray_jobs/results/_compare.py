@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from adprune_core.report import format_table, short_widths
+from adprune_core.schedule import format_table, short_widths
 from ray_jobs.results._records import TrialRow, existing_store, load_trials
 from ray_jobs.tracking.store import TrackingError
 

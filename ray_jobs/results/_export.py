@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import click
 
-from adprune_core.report import format_table, short_widths
+from adprune_core.schedule import format_table, short_widths
 from ray_jobs.results._front import (
     DEFAULT_OBJECTIVES,
     Objective,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adprune_core.errors import SpecError
+from adprune_core.config import SpecError
 from ray_jobs.results._records import NetworkRow
 
 OBJECTIVE_COLUMNS = (

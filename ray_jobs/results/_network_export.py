@@ -58,7 +58,7 @@ def load_logged(uri: str, network: NetworkModel) -> tuple[Any, Any]:
     import mlflow
     import mlflow.pytorch
 
-    from adprune_core.network_file import NetworkInfo
+    from adprune_core.nets import NetworkInfo
 
     mlflow.set_tracking_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one result line
@@ -75,7 +75,7 @@ def load_logged(uri: str, network: NetworkModel) -> tuple[Any, Any]:
 def write_export(module: Any, info: Any, fmt: str, path: Path) -> None:
     import torch
 
-    from adprune_core.network_file import save_network
+    from adprune_core.nets import save_network
 
     example = torch.zeros((2, *info.input_shape))
     if fmt == "state_dict":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adprune_core.errors import SpecError
+from adprune_core.config import SpecError
 
 
 class LaunchError(SpecError):

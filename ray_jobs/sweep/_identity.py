@@ -12,8 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from adprune_core.spec import SweepSpec, flatten, spec_from_dict, spec_to_dict
+from adprune_core.config import flatten, spec_from_dict, spec_to_dict
 from ray_jobs.sweep._errors import LaunchError
+from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.tracking.store import resolve_tracking_uri
 
 SWEEP_FILE = "adprune-sweep.json"

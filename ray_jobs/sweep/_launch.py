@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from adprune_core.preflight import check_plugins
-from adprune_core.report import format_table
-from adprune_core.spec import SweepSpec
+from adprune_core.schedule import check_plugins, format_table
 from ray_jobs.sweep._errors import LaunchError
 from ray_jobs.sweep._folders import (
     SweepClaim,
@@ -37,6 +35,7 @@ from ray_jobs.sweep._ray_runtime import (
 )
 from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
 from ray_jobs.sweep._search_space import param_space
+from ray_jobs.sweep._spec import SweepSpec
 
 if TYPE_CHECKING:
     from ray_jobs.tracking import SweepEndReport, TrialEndReport

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from adprune_core.report import short_widths
-from adprune_core.spec import get_dotted
+from adprune_core.config import get_dotted
+from adprune_core.schedule import short_widths
 
 
 def make_progress_callback() -> Any:

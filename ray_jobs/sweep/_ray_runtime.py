@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adprune_core.spec import SweepSpec
 from ray_jobs.sweep._errors import LaunchError
+from ray_jobs.sweep._spec import SweepSpec
 
 
 def cluster_address(cluster: str) -> str:

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adprune_core.spec import SweepSpec, flatten, spec_to_dict
+from adprune_core.config import flatten, spec_to_dict
+from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.tracking.keys import KEY_TAG
 from ray_jobs.tracking.store import check_store, ensure_experiment, first_line, make_client
 

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from adprune_core.criteria import Decision, decide
-from adprune_core.resources import round_resources
-from adprune_core.spec import SweepSpec, spec_from_dict
+from adprune_core.config import spec_from_dict
+from adprune_core.schedule import Decision, decide
+from ray_jobs.sweep._per_round import round_resources
+from ray_jobs.sweep._spec import SweepSpec
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

@@ -21,11 +21,11 @@ import click
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from adprune_core.search_alg import MODEL_BASED, SearchAlgSpec, parse_search_objectives
 from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
+from ray_jobs.sweep._spec import MODEL_BASED, SearchAlgSpec, parse_search_objectives
 
 if TYPE_CHECKING:
-    from adprune_core.spec import SweepSpec
+    from ray_jobs.sweep._spec import SweepSpec
 
 
 def chosen_values(result: dict[str, Any] | None, keys: list[str]) -> list[float] | None:

@@ -7,7 +7,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from adprune_core.spec import SweepSpec, set_dotted, spec_to_dict
+from adprune_core.config import set_dotted, spec_to_dict
+from ray_jobs.sweep._spec import SweepSpec
 
 
 def tune_domain(kind: str, args: Any) -> Any:

@@ -23,14 +23,18 @@ from typing import Any
 import torch
 from ray import tune
 
-from adprune_core.cost import cost_report
-from adprune_core.criteria import Decision, classify_profile
+from adprune_core.config import LATENCY_FIELDS, TrainingDiverged, spec_from_dict
 from adprune_core.data import ArrayDataset
-from adprune_core.latency import LATENCY_FIELDS
-from adprune_core.network_file import NETWORK_FILE, reported_network, save_network
-from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
-from adprune_core.spec import SweepSpec, spec_from_dict
-from adprune_core.train import TrainingDiverged
+from adprune_core.nets import NETWORK_FILE, cost_report, reported_network, save_network
+from adprune_core.schedule import (
+    Decision,
+    EpochResult,
+    PruneSchedule,
+    classify_profile,
+    fig3_maps,
+    summarize,
+)
+from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
 

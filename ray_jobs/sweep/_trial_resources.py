@@ -6,11 +6,10 @@ from __future__ import annotations
 import torch
 from ray import tune
 
-from adprune_core.cost import cost_report
-from adprune_core.criteria import Decision
-from adprune_core.resources import TrialResources, threads_for
-from adprune_core.schedule import PruneSchedule
-from adprune_core.spec import SweepSpec
+from adprune_core.nets import cost_report
+from adprune_core.schedule import Decision, PruneSchedule
+from ray_jobs.sweep._per_round import TrialResources, threads_for
+from ray_jobs.sweep._spec import SweepSpec
 
 
 def granted_resources(spec: SweepSpec) -> TrialResources:

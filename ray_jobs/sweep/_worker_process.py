@@ -7,7 +7,7 @@ import ctypes
 import sys
 
 from adprune_core.data import ArrayDataset, load_dataset
-from adprune_core.spec import SweepSpec
+from ray_jobs.sweep._spec import SweepSpec
 
 
 def release_freed_memory() -> None:

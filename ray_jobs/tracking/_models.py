@@ -49,7 +49,7 @@ def stage_network(checkpoint: Any, target: Path) -> bool:
     """
     import pyarrow.fs
 
-    from adprune_core.network_file import NETWORK_FILE
+    from adprune_core.nets import NETWORK_FILE
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
@@ -130,7 +130,7 @@ def log_network_model(
     import torch
     from mlflow.models import infer_signature
 
-    from adprune_core.network_file import load_network
+    from adprune_core.nets import load_network
 
     path = Path(op["path"])
     if not path.exists():

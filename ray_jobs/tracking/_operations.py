@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adprune_core.spec import flatten, get_dotted
+from adprune_core.config import flatten, get_dotted
 from ray_jobs.tracking.keys import layer_metric, net_name
 
 EPOCH_METRICS = ("ad_total", "loss", "accuracy", "train_accuracy")

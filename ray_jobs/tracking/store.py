@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from adprune_core.errors import SpecError
+from adprune_core.config import SpecError
 from ray_jobs.tracking.keys import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 DEFAULT_STORE_DIR = "mlruns"

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from adprune_core.archs import MAX_WIDTH  # noqa: F401  (re-exported with the rest)
-from adprune_core.errors import ArchError  # noqa: F401  (re-exported with the rest)
+from adprune_core.config import DataShape
 
 Group = int | None  # a prunable layer index, or None for the input image / the class logits
 
@@ -27,7 +26,8 @@ class ArchInfo:
     name: str
     family: str
     default_widths: tuple[int, ...]
-    builder: Callable[[list[int], int, int, int], PrunableNet]
+    # (widths, data shape) -> a freshly initialised network
+    builder: Callable[[list[int], DataShape], PrunableNet]
 
 
 class PrunableNet(nn.Module):

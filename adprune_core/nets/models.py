@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from adprune_core.archs import (  # re-exported: callers import the descriptions from here too
+from adprune_core.config import MODEL_GROUP, ArchError, DataShape
+from adprune_core.config.archs import (
     CNN_CONFIGS,
     POOL,
     RESNET_BLOCKS,
@@ -28,13 +29,9 @@ from adprune_core.archs import (  # re-exported: callers import the descriptions
     validate_widths,
     vgg_layout,
 )
-from adprune_core.plugins import MODEL_GROUP, entry_point_names, plugin_arch_info
-from adprune_core.prunable import (  # re-exported: the names every caller has imported here
-    ArchError,
-    ArchInfo,
-    LayerReLU,
-    PrunableNet,
-)
+from adprune_core.config.spec import entry_point_names
+from adprune_core.nets.plugins import plugin_arch_info
+from adprune_core.nets.prunable import ArchInfo, LayerReLU, PrunableNet
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
@@ -50,6 +47,7 @@ class PlainNet(PrunableNet):
         arch: str,
         layout: Sequence[int | str],
         widths: Sequence[int],
+        *,
         num_classes: int,
         input_size: int,
         in_channels: int,
@@ -105,6 +103,7 @@ class ResNet(PrunableNet):
         arch: str,
         blocks_per_stage: Sequence[int],
         widths: Sequence[int],
+        *,
         num_classes: int,
         in_channels: int,
     ) -> None:
@@ -143,6 +142,9 @@ ARCHS: dict[str, ArchInfo] = {}
 
 
 def register_arch(info: ArchInfo) -> None:
+    """Add an arch to the registry; a name that is already taken is an error, not a swap."""
+    if info.name in ARCHS:
+        raise ArchError(f"arch {info.name!r} is already registered")
     ARCHS[info.name] = info
 
 
@@ -153,7 +155,9 @@ def _register_builtin() -> None:
                 name,
                 "vgg",
                 tuple(w for w in cfg if w != POOL),  # type: ignore[misc]
-                lambda w, c, s, i, cfg=cfg, name=name: PlainNet(name, vgg_layout(cfg), w, c, s, i),
+                lambda w, shape, cfg=cfg, name=name: PlainNet(
+                    name, vgg_layout(cfg), w, **shape.as_kwargs()
+                ),
             )
         )
     for name, blocks in RESNET_BLOCKS.items():
@@ -162,7 +166,13 @@ def _register_builtin() -> None:
                 name,
                 "resnet",
                 resnet_default_widths(blocks),
-                lambda w, c, s, i, blocks=blocks, name=name: ResNet(name, blocks, w, c, i),
+                lambda w, shape, blocks=blocks, name=name: ResNet(
+                    name,
+                    blocks,
+                    w,
+                    num_classes=shape.num_classes,
+                    in_channels=shape.in_channels,
+                ),
             )
         )
     for name, widths in CNN_CONFIGS.items():
@@ -171,7 +181,9 @@ def _register_builtin() -> None:
                 name,
                 "cnn",
                 tuple(widths),
-                lambda w, c, s, i, name=name: PlainNet(name, cnn_layout(len(w)), w, c, s, i),
+                lambda w, shape, name=name: PlainNet(
+                    name, cnn_layout(len(w)), w, **shape.as_kwargs()
+                ),
             )
         )
 
@@ -206,13 +218,17 @@ def check_widths(arch: str, widths: Sequence[int] | None) -> list[int]:
 def build_model(
     arch: str,
     widths: Sequence[int] | None = None,
+    *,
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
 ) -> PrunableNet:
-    """A freshly initialised network; ``widths=None`` gives the arch's net0."""
+    """A freshly initialised network; ``widths=None`` gives the arch's net0. The data shape
+    is keyword-only (``**shape.as_kwargs()`` of a :class:`DataShape`), so it cannot be
+    given in the wrong order."""
     info = arch_info(arch)
-    return info.builder(check_widths(arch, widths), num_classes, input_size, in_channels)
+    shape = DataShape(num_classes, input_size, in_channels)
+    return info.builder(check_widths(arch, widths), shape)
 
 
 _register_builtin()

@@ -8,32 +8,9 @@ net0 is mostly idle by the last rounds. ``resources.per_round`` gives each netwo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from adprune_core.errors import SpecError
-
-SCALES = ("macs",)
-
-
-@dataclass
-class PerRoundSpec:
-    scale: str = field(
-        default="macs",
-        metadata={"choices": SCALES, "help": "what net[i]'s share follows, relative to net0"},
-    )
-    min_cpu: float = field(
-        default=1.0, metadata={"min_exclusive": 0.0, "help": "fewest CPUs a network gets"}
-    )
-    step_cpu: float = field(
-        default=1.0, metadata={"min_exclusive": 0.0, "help": "CPUs are rounded up to this step"}
-    )
-    min_gpu: float = field(
-        default=0.0, metadata={"min": 0.0, "help": "smallest GPU share a network gets"}
-    )
-    step_gpu: float = field(
-        default=0.125,
-        metadata={"min_exclusive": 0.0, "help": "GPU shares are rounded up to this step"},
-    )
+from ray_jobs.sweep._spec import PerRoundSpec
 
 
 @dataclass(frozen=True)
@@ -68,18 +45,6 @@ def round_resources(
         scaled_share(cpu, per_round.min_cpu, per_round.step_cpu, mac_ratio),
         scaled_share(gpu, per_round.min_gpu, per_round.step_gpu, mac_ratio),
     )
-
-
-def check_per_round(cpu: float, gpu: float, per_round: PerRoundSpec | None) -> None:
-    """The minimums must fit in net0's share, which is the most any network asks for."""
-    if per_round is None:
-        return
-    for kind, minimum, full in (("cpu", per_round.min_cpu, cpu), ("gpu", per_round.min_gpu, gpu)):
-        if minimum > full:
-            raise SpecError(
-                f"resources.per_round.min_{kind}: {minimum:g} is more than "
-                f"resources.{kind} {full:g} (net0's share, the most any network gets)"
-            )
 
 
 def threads_for(cpu: float) -> int:

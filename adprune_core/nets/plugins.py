@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from adprune_core.errors import PluginError
-from adprune_core.prunable import MAX_WIDTH, ArchInfo, Group, LayerReLU, PrunableNet
+from adprune_core.config import DataShape
+from adprune_core.config.archs import MAX_WIDTH
+from adprune_core.config.errors import PluginError
+from adprune_core.config.spec import MODEL_GROUP
+from adprune_core.nets.prunable import ArchInfo, Group, LayerReLU, PrunableNet
 
-MODEL_GROUP = "adprune_sweep.models"
-DATASET_GROUP = "adprune_sweep.datasets"
 PLUGIN_FAMILY = "plugin"
 DRY_BATCH = 2  # BatchNorm in eval mode takes any batch; 2 keeps a squeeze() bug visible
 
@@ -39,10 +40,6 @@ def first_line(err: BaseException) -> str:
 
 def is_import_path(name: str) -> bool:
     return ":" in name
-
-
-def entry_point_names(group: str) -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=group))
 
 
 def load_object(name: str, group: str, key: str) -> Any | None:
@@ -99,7 +96,7 @@ def plugin_arch_info(name: str) -> ArchInfo | None:
         name,
         PLUGIN_FAMILY,
         widths,
-        lambda w, c, s, i: build_plugin_net(name, factory, w, c, s, i),
+        lambda w, shape: build_plugin_net(name, factory, w, shape),
     )
 
 
@@ -192,11 +189,11 @@ def build_plugin_net(
     name: str,
     factory: Callable[..., Any],
     widths: Sequence[int],
-    num_classes: int,
-    input_size: int,
-    in_channels: int,
+    shape: DataShape,
 ) -> PluginNet:
-    """Build with the factory, then check it in one dry forward pass."""
+    """Build with the factory, then check it in one dry forward pass. A factory takes
+    ``(widths, num_classes, in_channels, input_size)``: the plugin protocol's own order."""
+    num_classes, input_size, in_channels = shape.num_classes, shape.input_size, shape.in_channels
     net = call_plugin(
         name, factory, "the factory", list(widths), num_classes, in_channels, input_size
     )

@@ -11,31 +11,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from adprune_core.train import autocast
-
-# What a network's record holds: ms at batch 1 and at the eval batch, and net0's over this.
-LATENCY_FIELDS = (
-    "latency_ms_b1",
-    "latency_ms_batch",
-    "latency_reduction_b1",
-    "latency_reduction_batch",
-)
-
-
-@dataclass
-class LatencySpec:
-    enabled: bool = field(
-        default=True, metadata={"help": "time each network's forward pass (latency_ms_* metrics)"}
-    )
-    warmup: int = field(default=2, metadata={"min": 0, "help": "untimed passes first"})
-    repeats: int = field(
-        default=5, metadata={"min": 1, "help": "timed passes; the median is recorded"}
-    )
+from adprune_core.config import LatencySpec
+from adprune_core.engine.device import autocast
 
 
 @dataclass(frozen=True)

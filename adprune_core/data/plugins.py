@@ -19,13 +19,9 @@ from typing import Any
 
 import torch
 
-from adprune_core.plugins import (
-    DATASET_GROUP,
-    PluginError,
-    entry_point_names,
-    first_line,
-    load_object,
-)
+from adprune_core.config import DATASET_GROUP, PluginError
+from adprune_core.config.spec import entry_point_names
+from adprune_core.nets import first_line, load_object
 
 KEY = "data.dataset"
 RETURNED = "(train_x, train_y, test_x, test_y, num_classes)"

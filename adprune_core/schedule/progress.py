@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from adprune_core.config import net_name
+
 if TYPE_CHECKING:  # annotations only: compare and pareto format tables without loading torch
-    from adprune_core.criteria import Decision
-    from adprune_core.schedule import EpochResult, NetRecord, ScheduleState, ScheduleSummary
+    from adprune_core.schedule.records import NetRecord
+    from adprune_core.schedule.report import EpochReport
+    from adprune_core.schedule.state import ScheduleState
+    from adprune_core.schedule.summary import ScheduleSummary
 
 
 def short_widths(widths: Sequence[int], limit: int = 8) -> str:
@@ -18,34 +22,34 @@ def short_widths(widths: Sequence[int], limit: int = 8) -> str:
     return "[" + ",".join(map(str, head)) + ",…," + ",".join(map(str, tail)) + "]"
 
 
-def epoch_line(result: EpochResult, prefix: str = "") -> str:
-    phase = "final" if result.phase == "final" else f"net{result.round}"
+def epoch_line(report: EpochReport, prefix: str = "") -> str:
+    name = net_name(report.phase, report.round)
     return (
-        f"{prefix}{phase:<6} epoch {result.epoch:>3}  AD {result.ad_total:.4f}  "
-        f"acc {100 * result.accuracy:5.1f}%  loss {result.loss:.4f}  "
-        f"widths {short_widths(result.widths)}"
+        f"{prefix}{name:<6} epoch {report.epoch:>3}  AD {report.ad_total:.4f}  "
+        f"acc {100 * report.accuracy:5.1f}%  loss {report.loss:.4f}  "
+        f"widths {short_widths(report.widths)}"
     )
 
 
-def decision_line(result: EpochResult, decision: Decision, state: ScheduleState) -> str | None:
-    """A line when a network ends, saying why and what comes next; ``None`` otherwise."""
-    if decision.action == "continue":
+def decision_line(report: EpochReport, state: ScheduleState) -> str | None:
+    """A line when a network ends, saying why and what comes next; ``None`` otherwise.
+    ``state`` is the schedule's after the step, with the network's record closed."""
+    if not report.ends_network:
         return None
-    name = "final" if result.phase == "final" else f"net{result.round}"
-    if decision.action == "next_round":
+    name = net_name(report.phase, report.round)
+    rho = state.records[-1].end_reason
+    if report.decision == "next_round":
         return (
-            f"  {name}: rho {decision.rho} after {result.epoch} epochs, profile "
-            f"{decision.profile} -> net{result.round + 1} "
-            f"{short_widths(decision.next_widths or [])}"
+            f"  {name}: rho {rho} after {report.epoch} epochs, profile "
+            f"{report.profile} -> net{report.round + 1} {short_widths(state.widths)}"
         )
-    if result.phase == "final":
-        return f"  final phase done after {result.epoch} epochs"
-    chosen = state.chosen_round
-    tail = "training the chosen widths from scratch" if decision.action == "final" else "done"
+    if report.phase == "final":
+        return f"  final phase done after {report.epoch} epochs"
+    tail = "training the chosen widths from scratch" if report.decision == "final" else "done"
     return (
-        f"  {name}: rho {decision.rho} after {result.epoch} epochs, profile {decision.profile}, "
-        f"delta stops the search ({decision.reason}); "
-        f"chosen net{chosen}, {tail}"
+        f"  {name}: rho {rho} after {report.epoch} epochs, profile {report.profile}, "
+        f"delta stops the search ({report.decision_reason}); "
+        f"chosen net{state.chosen_round}, {tail}"
     )
 
 

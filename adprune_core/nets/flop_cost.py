@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from adprune_core.models import build_model
+from adprune_core.nets.models import build_model
 
 
 def counted_params_and_macs(model: nn.Module, input_size: int, in_channels: int) -> tuple[int, int]:
@@ -35,5 +35,7 @@ def counted_cost(
 ) -> tuple[int, int]:
     """(params, MACs) of ``arch`` at ``widths``; cached, since every epoch's report asks for
     the same few width lists and building a network to count it is not free."""
-    model = build_model(arch, list(widths), num_classes, input_size, in_channels)
+    model = build_model(
+        arch, list(widths), num_classes=num_classes, input_size=input_size, in_channels=in_channels
+    )
     return counted_params_and_macs(model, input_size, in_channels)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adprune_core.prunable import LayerReLU
+from adprune_core.nets import LayerReLU
 
 DECIMALS = 4  # enough for a colour scale; keeps the maps small in results and checkpoints
 

@@ -8,70 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+from adprune_core.config import PruneSpec, RhoSpec
 
 Profile = Literal["decreasing", "flat", "increasing"]
 Action = Literal["continue", "next_round", "final", "stop"]
 Phase = Literal["search", "final"]
 
 PROFILES: tuple[Profile, ...] = ("decreasing", "flat", "increasing")
-
-
-@dataclass
-class RhoSpec:
-    threshold: float = field(
-        default=0.001,
-        metadata={
-            "min_exclusive": 0.0,
-            "help": "|dAD_total| per epoch below which AD counts as saturated",
-        },
-    )
-    patience: int = field(
-        default=2, metadata={"min": 1, "help": "consecutive saturated epochs that end a round"}
-    )
-    min_epochs: int = field(
-        default=3, metadata={"min": 1, "help": "a round never ends before this many epochs"}
-    )
-    max_epochs: int = field(
-        default=30, metadata={"min": 1, "help": "a round always ends after this many epochs"}
-    )
-
-
-@dataclass
-class DeltaSpec:
-    flat_band: float = field(
-        default=0.001,
-        metadata={
-            "min": 0.0,
-            "help": "|least-squares slope| of AD_total per epoch at or below which a round is flat",
-        },
-    )
-
-
-@dataclass
-class PruneSpec:
-    rho: RhoSpec = field(default_factory=RhoSpec)
-    delta: DeltaSpec = field(default_factory=DeltaSpec)
-    min_width: int = field(default=1, metadata={"min": 1, "help": "no layer shrinks below this"})
-    max_rounds: int = field(
-        default=4,
-        metadata={"min": 1, "help": "most networks trained in the search (net0 included)"},
-    )
-    init: str = field(
-        default="random",
-        metadata={
-            "choices": ("random", "inherit"),
-            "help": "net[i+1] starts from random weights, or inherits a random subset of filters",
-        },
-    )
-    measure: str = field(
-        default="train",
-        metadata={
-            "choices": ("train", "eval"),
-            "help": "count densities on training or eval passes",
-        },
-    )
 
 
 @dataclass(frozen=True)

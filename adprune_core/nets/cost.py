@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from adprune_core.archs import (
+from adprune_core.config.archs import (
     POOL,
     RESNET_BLOCKS,
     builtin_default_widths,
@@ -123,6 +123,7 @@ def resnet_layers(
 def layer_costs(
     arch: str,
     widths: Sequence[int] | None = None,
+    *,
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
@@ -135,20 +136,23 @@ def layer_costs(
 def net_cost(
     arch: str,
     widths: Sequence[int] | None = None,
+    *,
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
 ) -> NetCost:
     if builtin_family(arch) not in ANALYTIC_FAMILIES:
         # Loads torch: a plugin's network is counted on a dry forward pass.
-        from adprune_core.flop_cost import counted_cost
-        from adprune_core.models import check_widths
+        from adprune_core.nets.flop_cost import counted_cost
+        from adprune_core.nets.models import check_widths
 
         params, macs = counted_cost(
             arch, tuple(check_widths(arch, widths)), num_classes, input_size, in_channels
         )
         return NetCost(params=params, macs=macs, shortcut_params=0, shortcut_macs=0)
-    layers = layer_costs(arch, widths, num_classes, input_size, in_channels)
+    layers = layer_costs(
+        arch, widths, num_classes=num_classes, input_size=input_size, in_channels=in_channels
+    )
     shortcut = [layer for layer in layers if layer.name.startswith("shortcut")]
     return NetCost(
         params=sum(layer.params for layer in layers),
@@ -161,6 +165,7 @@ def net_cost(
 def cost_report(
     arch: str,
     widths: Sequence[int] | None,
+    *,
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
@@ -172,8 +177,16 @@ def cost_report(
     ``include_shortcuts=False`` drops projection shortcuts from both sides: that is the only
     way the paper's ResNet reductions come out, since its pruned blocks need projections.
     """
-    cost = net_cost(arch, widths, num_classes, input_size, in_channels)
-    base = net_cost(arch, baseline_widths, num_classes, input_size, in_channels)
+    cost = net_cost(
+        arch, widths, num_classes=num_classes, input_size=input_size, in_channels=in_channels
+    )
+    base = net_cost(
+        arch,
+        baseline_widths,
+        num_classes=num_classes,
+        input_size=input_size,
+        in_channels=in_channels,
+    )
     if not include_shortcuts:
         cost, base = cost.without_shortcuts(), base.without_shortcuts()
     return CostReport(
@@ -187,20 +200,10 @@ def cost_report(
     )
 
 
-def training_complexity(
-    search: Sequence[tuple[int, float]], final: tuple[int, float] | None = None
-) -> float:
-    """Eq. 1: sum of epochs / MAC reduction over (epochs, mac_reduction) search rounds, plus
-    the final phase's epochs / MAC reduction when there is one."""
-    total = sum(epochs / reduction for epochs, reduction in search)
-    if final is not None:
-        total += final[0] / final[1]
-    return total
-
-
 def describe_cost(
     arch: str,
     widths: Sequence[int] | None,
+    *,
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
@@ -210,7 +213,12 @@ def describe_cost(
     """What ``adprune-sweep cost`` prints: the cost report as text lines, or as JSON with
     what it was computed for."""
     report = cost_report(
-        arch, widths, num_classes, input_size, in_channels, include_shortcuts=include_shortcuts
+        arch,
+        widths,
+        num_classes=num_classes,
+        input_size=input_size,
+        in_channels=in_channels,
+        include_shortcuts=include_shortcuts,
     )
     if not as_json:
         return cost_text(arch, report, num_classes, input_size, in_channels)

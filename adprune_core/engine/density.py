@@ -18,7 +18,7 @@ from types import TracebackType
 import torch
 from torch import nn
 
-from adprune_core.models import PrunableNet
+from adprune_core.nets import PrunableNet
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adprune_core.errors import ArchError
+from adprune_core.config.errors import ArchError
 
 MAX_WIDTH = 1 << 16  # far above any real layer; keeps cost arithmetic in float range
 POOL = "M"

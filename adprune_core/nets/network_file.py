@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from adprune_core.latency import LATENCY_FIELDS
-from adprune_core.models import build_model
+from adprune_core.config import LATENCY_FIELDS
+from adprune_core.nets.models import build_model
 
 NETWORK_FILE = "network.pt"
 FORMAT = "adprune.network/1"

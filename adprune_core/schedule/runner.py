@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from adprune_core.criteria import Decision
-from adprune_core.preflight import check_plugins
-from adprune_core.report import decision_line, epoch_line, rounds_table, summary_lines
-from adprune_core.schedule import EpochResult, PruneSchedule, summarize
-from adprune_core.spec import SpecError, SweepSpec, load_spec, spec_to_dict
+from adprune_core.config import ScheduleSpec, SpecError, load_spec, spec_to_dict
+from adprune_core.schedule.preflight import check_plugins
+from adprune_core.schedule.progress import decision_line, epoch_line, rounds_table, summary_lines
+from adprune_core.schedule.prune_schedule import PruneSchedule
+from adprune_core.schedule.report import EpochReport
+from adprune_core.schedule.summary import summarize
 
 Echo = Callable[[str], None]
 
@@ -37,10 +38,11 @@ def run_spec_file(
     output: str | None = None,
     quiet: bool = False,
     echo: Echo = print,
+    load: Callable[[str, Sequence[str]], ScheduleSpec] = load_spec,
 ) -> dict:
-    """Load ``spec_path`` (with ``KEY=VALUE`` overrides), run it, and write the JSON summary
-    to ``output`` if given."""
-    spec = load_spec(spec_path, overrides)
+    """Load ``spec_path`` (with ``KEY=VALUE`` overrides) with ``load``, run it, and write the
+    JSON summary to ``output`` if given."""
+    spec = load(spec_path, overrides)
     check_output_path(output)
     payload = run_schedule(spec, quiet, echo)
     if output:
@@ -49,13 +51,8 @@ def run_spec_file(
     return payload
 
 
-def run_schedule(spec: SweepSpec, quiet: bool = False, echo: Echo = print) -> dict:
+def run_schedule(spec: ScheduleSpec, quiet: bool = False, echo: Echo = print) -> dict:
     """Run ``spec``'s whole schedule; the spec, the summary and a record per network."""
-    if spec.search:
-        echo(
-            f"note: run trains the spec's base values; its search over "
-            f"{', '.join(spec.search)} is for `adprune-sweep launch`"
-        )
     start = time.perf_counter()
     schedule = PruneSchedule(spec, check_plugins(spec))
     data = schedule.data
@@ -65,14 +62,14 @@ def run_schedule(spec: SweepSpec, quiet: bool = False, echo: Echo = print) -> di
         f"on {schedule.device}"
     )
 
-    def on_epoch(result: EpochResult, decision: Decision) -> None:
+    def on_report(report: EpochReport) -> None:
         if not quiet:
-            echo(epoch_line(result))
-        line = decision_line(result, decision, schedule.state)
+            echo(epoch_line(report))
+        line = decision_line(report, schedule.state)
         if line:
             echo(line)
 
-    state = schedule.run(on_epoch)
+    state = schedule.run(on_report)
     summary = summarize(state)
     echo("")
     echo(rounds_table(state))

@@ -1,0 +1,231 @@
+"""Algorithm 1 as a resumable state machine: rounds of train -> measure -> rho -> shrink -> delta.
+
+:class:`PruneSchedule` steps one epoch at a time: it trains the live network, decides with
+:func:`~adprune_core.schedule.criteria.decide`, and on any decision that ends the network closes
+its record and moves to the next one before it reports. So a network's record closes in one
+place whatever the decision, and a checkpoint taken after a step always starts where the next
+step goes on: mid-round, or at epoch 0 of net[i+1]. :func:`run_loop` is the one outer loop,
+used by ``run`` and by a sweep trial alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from adprune_core.config import ScheduleSpec, training_complexity
+from adprune_core.data import ArrayDataset, DeviceBatches, load_dataset
+from adprune_core.engine import check_precision, resolve_device
+from adprune_core.nets import PrunableNet, check_widths, cost_report
+from adprune_core.schedule.closing import close_record
+from adprune_core.schedule.criteria import Decision, decide
+from adprune_core.schedule.network import LiveNetwork
+from adprune_core.schedule.report import DivergedReport, EpochReport, NetClosing
+from adprune_core.schedule.state import ScheduleState, transition
+from adprune_core.schedule.summary import fig3_maps, summarize
+
+
+class PruneSchedule:
+    """Runs one spec's whole schedule; ``state`` and :meth:`checkpoint` make it resumable."""
+
+    def __init__(
+        self,
+        spec: ScheduleSpec,
+        data: ArrayDataset | None = None,
+        device: str | torch.device | None = None,
+        state: ScheduleState | None = None,
+    ) -> None:
+        self.spec = spec
+        self.data = data if data is not None else load_dataset(spec.data)
+        self.device = (
+            torch.device(device) if device is not None else resolve_device(spec.train.device)
+        )
+        check_precision(spec.train.precision, self.device)
+        augment = spec.data.augment if spec.data.augment is not None else self.data.default_augment
+        self.batches = DeviceBatches(self.data, self.device, augment, spec.data.crop_padding)
+        net0 = check_widths(spec.model.arch, spec.model.widths)
+        self.state = state if state is not None else ScheduleState(net0, list(net0))
+        self.network: LiveNetwork | None = None
+        if not self.state.done:
+            self.network = self._build_network()
+
+    @property
+    def model(self) -> PrunableNet:
+        if self.network is None:
+            raise RuntimeError("the schedule has finished")
+        return self.network.model
+
+    def _build_network(self, parent: PrunableNet | None = None) -> LiveNetwork:
+        state = self.state
+        horizon = (
+            self.spec.final.epochs if state.phase == "final" else self.spec.prune.rho.max_epochs
+        )
+        return LiveNetwork(
+            self.spec,
+            state.widths,
+            state.phase,
+            state.round,
+            self.data.shape,
+            self.device,
+            horizon,
+            parent,
+        )
+
+    # ------------------------------------------------------------------ stepping
+
+    def train_one_epoch(self) -> tuple[float, float]:
+        """Train and measure one epoch of the live network; (train accuracy, loss)."""
+        if self.network is None:
+            raise RuntimeError("the schedule has finished")
+        stats, accuracy, reading = self.network.train_epoch(self.batches)
+        self.state.history.append(
+            reading.total, reading.layers, reading.channels, accuracy, stats.loss
+        )
+        return stats.train_accuracy, stats.loss
+
+    def decide(self) -> Decision:
+        state = self.state
+        return decide(
+            state.decision_phase,
+            state.round,
+            state.widths,
+            state.history.ad,
+            state.history.layer_ad[-1],
+            self.spec.prune,
+            self.spec.final.epochs,
+        )
+
+    def step(self) -> EpochReport:
+        """One epoch, its decision, and (when the network ends) its record and the next one."""
+        train_accuracy, _ = self.train_one_epoch()
+        decision = self.decide()
+        before = self.state
+        report = self._epoch_report(before, decision, train_accuracy)
+        self.advance(decision)
+        if decision.action == "continue":
+            return report
+        closed = self.state.records[-1]
+        report = report.with_fields(
+            training_complexity=closed.training_complexity,
+            closing=NetClosing(
+                layer_ad_history=closed.layer_ad_history,
+                profile=closed.profile,
+                epochs_to_rho=closed.epochs_to_rho,
+                latency={
+                    k: v
+                    for k, v in (
+                        ("latency_ms_b1", closed.latency_ms_b1),
+                        ("latency_ms_batch", closed.latency_ms_batch),
+                        ("latency_reduction_b1", closed.latency_reduction_b1),
+                        ("latency_reduction_batch", closed.latency_reduction_batch),
+                    )
+                    if v is not None
+                },
+            ),
+            schedule_done=self.state.done,
+        )
+        if self.state.done:
+            report = report.with_fields(summary=summarize(self.state), fig3=fig3_maps(self.state))
+        return report
+
+    def _epoch_report(
+        self, state: ScheduleState, decision: Decision, train_accuracy: float
+    ) -> EpochReport:
+        history = state.history
+        cost = cost_report(
+            self.spec.model.arch,
+            state.widths,
+            **self.data.shape.as_kwargs(),
+            baseline_widths=state.net0_widths,
+        )
+        previous = state.records[-1].training_complexity if state.records else 0.0
+        return EpochReport(
+            phase=state.decision_phase,
+            round=state.record_round,
+            epoch=history.epochs,
+            widths=list(state.widths),
+            ad_total=history.ad[-1],
+            layer_ad=list(history.layer_ad[-1]),
+            ad_history=list(history.ad),
+            accuracy=history.accuracy[-1],
+            loss=history.loss[-1],
+            train_accuracy=train_accuracy,
+            params=cost.params,
+            macs=cost.macs,
+            energy_j=cost.energy_j,
+            param_reduction=cost.param_reduction,
+            mac_reduction=cost.mac_reduction,
+            training_complexity=previous
+            + training_complexity([(history.epochs, cost.mac_reduction)]),
+            net0_widths=list(state.net0_widths),
+            decision=decision.action,
+            decision_reason=decision.reason,
+            profile=decision.profile or "",
+            schedule_done=False,
+            pid=os.getpid(),
+        )
+
+    def diverged_report(self, reason: str) -> DivergedReport:
+        state = self.state
+        return DivergedReport(
+            phase=state.decision_phase,
+            round=state.record_round,
+            epoch=state.epoch + 1,
+            widths=list(state.widths),
+            reason=reason,
+            pid=os.getpid(),
+        )
+
+    def advance(self, decision: Decision) -> None:
+        """Apply a decision: keep training, or close the network's record and start net[i+1],
+        the final phase, or stop."""
+        if decision.action == "continue":
+            return
+        network = self.network
+        if network is None:
+            raise RuntimeError("the schedule has finished")
+        record = close_record(self.spec, self.state, decision, network, self.batches)
+        self.state.records.append(record)
+        self.state = transition(self.state, decision)
+        parent = network.model if self.spec.prune.init == "inherit" else None
+        if decision.action == "final":
+            parent = None  # the final phase always trains the chosen widths from scratch
+        network.release()
+        self.network = None if self.state.done else self._build_network(parent)
+
+    def run(self, on_report: Callable[[EpochReport], None] | None = None) -> ScheduleState:
+        return run_loop(self, on_report or (lambda _report: None))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Schedule state plus the live network's weights, optimizer, lr schedule and RNG."""
+        saved: dict[str, Any] = {"state": self.state.to_dict()}
+        if self.network is not None:
+            saved.update(self.network.state_dict())
+        return saved
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        spec: ScheduleSpec,
+        checkpoint: dict[str, Any],
+        data: ArrayDataset | None = None,
+        device: str | torch.device | None = None,
+    ) -> PruneSchedule:
+        state = ScheduleState.from_dict(checkpoint["state"])
+        schedule = cls(spec, data, device, state)
+        if schedule.network is not None:
+            schedule.network.load_state_dict(checkpoint)
+        return schedule
+
+
+def run_loop(schedule: PruneSchedule, on_report: Callable[[EpochReport], None]) -> ScheduleState:
+    """The outer loop of Algorithm 1: step until the schedule is done, handing every epoch's
+    report to ``on_report`` (the progress lines of ``run``, or Tune's report in a trial)."""
+    while not schedule.state.done:
+        on_report(schedule.step())
+    return schedule.state
