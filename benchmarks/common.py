@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from adprune_core.data import ArrayDataset
+from adprune_core.data import ArrayDataset  # noqa: E402
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
 

@@ -83,7 +83,7 @@ if __name__ == "__main__":
         f"{NUM_IMAGES / theirs:,.0f} img/s: {speedup:.1f}x ({verdict(speedup, 5, True)})"
     )
     torch.manual_seed(0)
-    model = build_model("cnn", [16, 16, 32, 32], 10, 32, 3)
+    model = build_model("cnn", [16, 16, 32, 32], num_classes=10, input_size=32, in_channels=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     train_epoch(model, batches, optimizer, BATCH, generator)  # warm-up
     ours_e2e = min(

@@ -70,7 +70,13 @@ def model_logging_seconds(
         fields["widths"] = widths
         recorder.apply({"op": "epoch", **fields, "epoch": 1, "metrics": {"accuracy": 0.5}})
         path = folder / f"net-{index}.pt"
-        save_network(path, build_model(arch, widths, 10, size, channels).state_dict(), network)
+        save_network(
+            path,
+            build_model(
+                arch, widths, num_classes=10, input_size=size, in_channels=channels
+            ).state_dict(),
+            network,
+        )
         size_mib = path.stat().st_size / 2**20
         start = time.perf_counter()
         recorder.apply({"op": "net_model", **fields, "path": str(path)})

@@ -22,7 +22,7 @@ def one_case(label: str, widths: list[int] | None, device: str) -> float:
     arch = label.split()[0]
     data = cifar_shaped(2048 if device == "cpu" else 50000)
     batches = DeviceBatches(data, device, augment=True)
-    model = build_model(arch, widths, 10, 32, 3).to(device)
+    model = build_model(arch, widths, num_classes=10, input_size=32, in_channels=3).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
 
@@ -54,7 +54,7 @@ def one_case(label: str, widths: list[int] | None, device: str) -> float:
 
 
 def no_sync_per_batch() -> None:
-    model = build_model("vgg11", None, 10, 32, 3).cuda()
+    model = build_model("vgg11", None, num_classes=10, input_size=32, in_channels=3).cuda()
     batches = DeviceBatches(cifar_shaped(4096), "cuda", augment=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(0)

@@ -10,10 +10,9 @@ Three rooms, with imports flowing one way (``cli`` -> ``sweep`` -> ``tracking`` 
 This package joins them: :func:`launch` runs a sweep whose sweep run ends with its own front.
 Everything else is exported from where it lives, loaded on first use::
 
-    from adprune_core import load_spec
-    from ray_jobs import LaunchOptions, launch
+    from ray_jobs import LaunchOptions, launch, load_sweep_spec
 
-    result = launch(load_spec("sweeps/quickstart.yaml"), LaunchOptions(name="mine"))
+    result = launch(load_sweep_spec("sweeps/quickstart.yaml"), LaunchOptions(name="mine"))
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ __getattr__, __dir__, _lazy_names = lazy_exports(
         "LaunchError": ".sweep",
         "SweepResult": ".sweep",
         "SweepInterrupted": ".sweep",
+        "SweepSpec": ".sweep",
+        "load_sweep_spec": ".sweep",
         "compare_trials": ".results",
         "export_pareto": ".results",
         "load_networks": ".results",
@@ -46,7 +47,7 @@ __all__ = sorted([*_lazy_names, "launch"])
 
 
 def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> SweepResult:
-    """Run a sweep of ``spec`` (an :class:`adprune_core.SweepSpec`) with Ray Tune, recording
+    """Run a sweep of ``spec`` (a :class:`ray_jobs.sweep.SweepSpec`) with Ray Tune, recording
     sweep -> trial -> net[i] runs in MLflow and, at the end, the sweep's accuracy/MAC front
     on its sweep run (with its hypervolume, also logged after every completed trial).
     ``options`` is a :class:`LaunchOptions`; returns a :class:`SweepResult`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -25,6 +25,9 @@ from adprune_core.config import (
     SpecError,
     TrainingDiverged,
 )
+
+if TYPE_CHECKING:
+    from ray_jobs.sweep import SweepSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,9 +147,9 @@ def cost(
         text = describe_cost(
             arch,
             parse_widths(widths),
-            num_classes or shape[0],
-            input_size or shape[1],
-            in_channels or shape[2],
+            num_classes=num_classes or shape[0],
+            input_size=input_size or shape[1],
+            in_channels=in_channels or shape[2],
             include_shortcuts=not no_shortcuts,
             as_json=as_json,
         )
@@ -176,9 +179,20 @@ def run(
 ) -> None:
     """Run one full prune schedule in this process (no Ray, no MLflow)."""
     from adprune_core.schedule import run_spec_file
+    from ray_jobs.sweep import load_sweep_spec
+
+    def load_and_note(path: str, all_overrides: tuple[str, ...]) -> SweepSpec:
+        # The same file as launch, validated as a sweep spec; run trains its schedule part.
+        spec = load_sweep_spec(path, all_overrides)
+        if spec.search:
+            click.echo(
+                f"note: run trains the spec's base values; its search over "
+                f"{', '.join(spec.search)} is for `adprune-sweep launch`"
+            )
+        return spec
 
     extra = (f"train.device={device}",) if device else ()
-    run_spec_file(spec_path, overrides + extra, output, quiet, echo=click.echo)
+    run_spec_file(spec_path, overrides + extra, output, quiet, echo=click.echo, load=load_and_note)
 
 
 # ---------------------------------------------------------------------------- launch
@@ -259,10 +273,9 @@ def launch(
     Ctrl-C or SIGTERM saves the sweep's state and prints the command that goes on with it
     (exit status 130 or 143); a second Ctrl-C ends at once.
     """
-    from adprune_core.config import load_spec
     from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
-    from ray_jobs.sweep import shipped_code
+    from ray_jobs.sweep import load_sweep_spec, shipped_code
 
     if spec_path is None and (overrides or not resume):
         raise click.UsageError("SPEC.yaml is required, except with --resume (and no --set)")
@@ -283,7 +296,7 @@ def launch(
     )
     shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
     try:
-        launch_sweep(load_spec(spec_path, overrides) if spec_path else None, options)
+        launch_sweep(load_sweep_spec(spec_path, overrides) if spec_path else None, options)
     except SweepInterrupted as stop:
         click.echo(str(stop), err=True)
         sys.exit(stop.exit_status)

@@ -31,8 +31,8 @@ def counted_macs(model: torch.nn.Module, size: int, channels: int) -> int:
 def test_macs_and_params_match_the_built_model_at_random_widths(arch, size, channels, classes):
     rng = random.Random(f"{arch}-{size}")
     widths = [rng.randint(1, 24) for _ in default_widths(arch)]
-    model = build_model(arch, widths, classes, size, channels)
-    cost = net_cost(arch, widths, classes, size, channels)
+    model = build_model(arch, widths, num_classes=classes, input_size=size, in_channels=channels)
+    cost = net_cost(arch, widths, num_classes=classes, input_size=size, in_channels=channels)
     assert cost.macs == counted_macs(model, size, channels)
     assert cost.params == sum(p.numel() for p in model.parameters())
 
@@ -40,10 +40,10 @@ def test_macs_and_params_match_the_built_model_at_random_widths(arch, size, chan
 def test_resnet_projection_shortcuts_are_counted():
     rng = random.Random(3)
     widths = [rng.randint(2, 20) for _ in default_widths("resnet34")]
-    model = build_model("resnet34", widths, 10, 32, 3)
+    model = build_model("resnet34", widths, num_classes=10, input_size=32, in_channels=3)
     n_projections = sum(len(block.shortcut) > 0 for block in model.blocks)
     assert n_projections >= 10  # random widths rarely line up
-    cost = net_cost("resnet34", widths, 10, 32, 3)
+    cost = net_cost("resnet34", widths, num_classes=10, input_size=32, in_channels=3)
     assert cost.shortcut_macs > 0
     assert cost.macs == counted_macs(model, 32, 3)
 
@@ -53,7 +53,7 @@ def test_resnet_projection_shortcuts_are_counted():
     [(VGG19_NET1, 10, 3.1, 5.6), (VGG19_NET2, 10, 10.3, 27.4)],
 )
 def test_vgg19_reproduces_table_one(widths, classes, params_x, macs_x):
-    report = cost_report("vgg19", widths, classes, 32, 3)
+    report = cost_report("vgg19", widths, num_classes=classes, input_size=32, in_channels=3)
     assert round(report.param_reduction, 1) == params_x
     assert round(report.mac_reduction, 1) == macs_x
 

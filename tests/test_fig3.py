@@ -27,7 +27,7 @@ TINY = {
 
 def test_maps_are_the_channel_mean_of_each_prunable_relu():
     torch.manual_seed(0)
-    model = build_model("cnn2", [12, 16], 10, 8, 3)
+    model = build_model("cnn2", [12, 16], num_classes=10, input_size=8, in_channels=3)
     image = torch.randn(3, 8, 8)
     maps = mean_activation_maps(model, image)
     assert model.training  # left in the mode it was found in

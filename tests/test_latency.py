@@ -14,6 +14,7 @@ from adprune_core.config import LatencySpec, spec_from_dict
 from adprune_core.engine import measure_latency
 from adprune_core.nets import build_model
 from adprune_core.schedule import PruneSchedule
+from adprune_core.schedule.closing import latency_fields
 
 TINY = {
     "model": {"arch": "cnn2", "widths": [12, 16]},
@@ -36,7 +37,7 @@ def run_tiny(**record):
 
 
 def test_measure_latency_times_batch_one_and_the_eval_batch():
-    model = build_model("cnn2", [12, 16], 10, 32, 3)
+    model = build_model("cnn2", [12, 16], num_classes=10, input_size=32, in_channels=3)
     figures = measure_latency(model, (3, 32, 32), 128, LatencySpec(warmup=1, repeats=5))
     assert figures.batch == 128
     assert 0 < figures.b1_ms < figures.batch_ms  # 128 images cost more than one
@@ -68,14 +69,15 @@ def test_latency_is_timed_without_the_density_hooks():
     schedule = PruneSchedule(spec_from_dict(TINY))
     schedule.train_one_epoch()
     hooks = sum(len(m._forward_hooks) for m in schedule.model.modules())
-    schedule.monitor.reset()
+    network = schedule.network
+    network.monitor.reset()
     # Nothing counted: the timed forwards ran on a copy the monitor does not watch (measured
     # eval passes would otherwise count, as prune.measure: eval counts them).
-    schedule.monitor.count_eval = schedule.monitor.count_train = True
-    schedule.network_latency()
-    assert all(int(c.sum()) == 0 for c in schedule.monitor._elements)
+    network.monitor.count_eval = network.monitor.count_train = True
+    copy = network.hook_free_copy()
+    latency_fields(schedule.spec, copy, network, [])
+    assert all(int(c.sum()) == 0 for c in network.monitor._elements)
     assert sum(len(m._forward_hooks) for m in schedule.model.modules()) == hooks > 0
-    copy = schedule._hook_free_copy()
     assert sum(len(m._forward_hooks) for m in copy.modules()) == 0
     for name, tensor in copy.state_dict().items():
         assert torch.equal(tensor, schedule.model.state_dict()[name])

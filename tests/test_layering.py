@@ -1,6 +1,7 @@
 """The structure of the tree, read from its imports.
 
-- ``adprune_core`` never imports Ray, MLflow or ``ray_jobs``;
+- ``adprune_core`` never imports Ray, MLflow or ``ray_jobs``, and is five rooms with a one-way
+  flow: ``schedule -> engine -> {nets, data} -> config``; ``config`` (the spec) imports no torch;
 - ``ray_jobs`` is three rooms with a one-way flow: ``cli -> sweep -> tracking`` and
   ``cli -> results -> tracking``; ``results`` reads only the run keys and the store location
   from ``tracking``;
@@ -32,6 +33,17 @@ SIZE_REASON = "Longer than 300 lines"
 # What each room may not import; "ray_jobs" is the package root, which joins the rooms.
 FORBIDDEN = {
     "adprune_core": ("ray", "mlflow", "ray_jobs"),
+    "adprune_core.config": (
+        "torch",
+        "torchvision",
+        "adprune_core.nets",
+        "adprune_core.data",
+        "adprune_core.engine",
+        "adprune_core.schedule",
+    ),
+    "adprune_core.nets": ("adprune_core.data", "adprune_core.engine", "adprune_core.schedule"),
+    "adprune_core.data": ("adprune_core.nets", "adprune_core.engine", "adprune_core.schedule"),
+    "adprune_core.engine": ("adprune_core.schedule",),
     "ray_jobs.tracking": ("ray_jobs.sweep", "ray_jobs.results", "ray_jobs.cli", "ray_jobs"),
     "ray_jobs.results": ("ray_jobs.sweep", "ray_jobs.cli", "ray_jobs"),
     "ray_jobs.sweep": ("ray_jobs.results", "ray_jobs.cli", "ray_jobs"),
@@ -193,6 +205,9 @@ def tree() -> dict[str, Module]:
     return load_tree(ROOT)
 
 
+CORE_ROOMS = ("config", "nets", "data", "engine", "schedule")
+
+
 def test_the_rooms_exist_and_the_old_flat_modules_are_gone(tree):
     for room in ("ray_jobs.sweep", "ray_jobs.tracking", "ray_jobs.results"):
         assert tree[room].is_package
@@ -200,6 +215,13 @@ def test_the_rooms_exist_and_the_old_flat_modules_are_gone(tree):
     flat = [n for n, m in tree.items() if n.startswith("ray_jobs.") and n.count(".") == 1]
     flat = [n for n in flat if not tree[n].is_package]
     assert flat == ["ray_jobs.cli"]
+    for room in CORE_ROOMS:
+        assert tree[f"adprune_core.{room}"].is_package
+        assert len([n for n in tree if n.startswith(f"adprune_core.{room}.")]) >= 3
+    core_flat = [n for n in tree if n.startswith("adprune_core.") and n.count(".") == 1]
+    assert sorted(core_flat) == sorted(
+        ["adprune_core._exports", *[f"adprune_core.{r}" for r in CORE_ROOMS]]
+    )
 
 
 def test_imports_flow_one_way_between_the_rooms(tree):
@@ -215,7 +237,7 @@ def test_no_module_is_oversized_without_a_reason(tree):
 
 
 def test_core_never_imports_ray_or_mlflow():
-    modules = [f"adprune_core.{m.name}" for m in pkgutil.iter_modules(adprune_core.__path__)]
+    modules = [m.name for m in pkgutil.walk_packages(adprune_core.__path__, "adprune_core.")]
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
@@ -223,7 +245,7 @@ def test_core_never_imports_ray_or_mlflow():
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert len(modules) >= 8
+    assert len(modules) >= 25
     assert out.stdout.strip() == ""
 
 
@@ -262,7 +284,12 @@ def plant(root: Path, files: dict[str, str]) -> dict[str, Module]:
 
 ROOMS = {
     "adprune_core/__init__.py": "",
-    "adprune_core/spec.py": "",
+    "adprune_core/config/__init__.py": "",
+    "adprune_core/config/spec.py": "",
+    "adprune_core/nets/__init__.py": "",
+    "adprune_core/nets/models.py": "import torch\nfrom adprune_core.config.spec import S\n",
+    "adprune_core/schedule/__init__.py": "",
+    "adprune_core/schedule/loop.py": "from adprune_core.nets.models import M\n",
     "ray_jobs/__init__.py": "",
     "ray_jobs/cli.py": "from ray_jobs.sweep import launch\n",
     "ray_jobs/sweep/__init__.py": (
@@ -301,8 +328,11 @@ def test_a_clean_planted_tree_passes(tmp_path):
         ("ray_jobs/results/_records.py", "from ..tracking._recorder import R\n", "writer"),
         ("ray_jobs/sweep/_launch.py", "from ray_jobs.results._records import x\n", "results"),
         ("ray_jobs/sweep/_launch.py", "from ray_jobs import launch\n", "imports ray_jobs"),
-        ("adprune_core/spec.py", "import mlflow\n", "mlflow"),
-        ("adprune_core/spec.py", "from ray import tune\n", "ray"),
+        ("adprune_core/config/spec.py", "import mlflow\n", "mlflow"),
+        ("adprune_core/config/spec.py", "from ray import tune\n", "ray"),
+        ("adprune_core/config/spec.py", "import torch\n", "torch"),
+        ("adprune_core/config/spec.py", "from adprune_core.nets import m\n", "nets"),
+        ("adprune_core/nets/models.py", "from adprune_core.schedule import x\n", "schedule"),
     ],
 )
 def test_each_layering_rule_fails_when_broken(tmp_path, module, line, expected):

@@ -279,7 +279,11 @@ def test_a_replayed_model_record_logs_once_and_replaces_an_unfinished_one(tmp_pa
     fields = {"trial": "t0", "net": "net0", "phase": "search", "round": 0, "widths": [4, 4]}
     network = NetworkInfo("cnn2", [4, 4], [1, 8, 8], 3, metrics={"accuracy": 0.5})
     staged = tmp_path / "net0.pt"
-    save_network(staged, build_model("cnn2", [4, 4], 3, 8, 1).state_dict(), network)
+    save_network(
+        staged,
+        build_model("cnn2", [4, 4], num_classes=3, input_size=8, in_channels=1).state_dict(),
+        network,
+    )
     metrics = {"ad_total": 0.5, "accuracy": 0.5, "loss": 1.0, "train_accuracy": 0.5}
     first = Recorder(RunResolver(info))
     first.apply({"op": "sweep_start"})

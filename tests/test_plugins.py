@@ -86,8 +86,8 @@ def describe(proc):
 def test_counted_cost_agrees_with_the_analytic_cost_of_builtin_archs(arch):
     rng = random.Random(arch)
     widths = [rng.randint(1, 12) for _ in default_widths(arch)]
-    model = build_model(arch, widths, 7, 16, 3)
-    analytic = net_cost(arch, widths, 7, 16, 3)
+    model = build_model(arch, widths, num_classes=7, input_size=16, in_channels=3)
+    analytic = net_cost(arch, widths, num_classes=7, input_size=16, in_channels=3)
     assert counted_params_and_macs(model, 16, 3) == (analytic.params, analytic.macs)
 
 
@@ -95,7 +95,7 @@ def test_counted_cost_agrees_with_the_analytic_cost_of_builtin_archs(arch):
     ("widths", "classes", "channels", "size"), [([8, 12, 16], 3, 3, 12), ([3, 5, 2], 10, 1, 9)]
 )
 def test_plugin_cost_is_counted_and_matches_a_hand_count(plugin, widths, classes, channels, size):
-    cost = net_cost(NET, widths, classes, size, channels)
+    cost = net_cost(NET, widths, num_classes=classes, input_size=size, in_channels=channels)
     assert (cost.params, cost.macs) == tinynet_cost(widths, classes, channels, size)
 
 
@@ -104,7 +104,7 @@ def test_plugin_cost_is_counted_and_matches_a_hand_count(plugin, widths, classes
 
 def test_plugin_net_gets_default_widths_and_relus_in_forward_order(plugin):
     assert default_widths(NET) == [8, 12, 16]
-    model = build_model(NET, [4, 6, 8], 3, 12, 3)
+    model = build_model(NET, [4, 6, 8], num_classes=3, input_size=12, in_channels=3)
     relus = model.prunable_relus()
     assert relus == [model.net.stem_relu, model.net.mid_relu, model.net.mix_relu]
     assert model(torch.zeros(5, 3, 12, 12)).shape == (5, 3)
@@ -115,7 +115,10 @@ def test_entry_points_name_a_network_and_a_dataset(plugin):
     data = load_dataset(DataSpec(dataset="tinydata"))
     assert (data.num_classes, data.input_size, data.in_channels) == (3, 12, 3)
     assert (len(data.train_y), len(data.test_y)) == (96, 48)
-    assert net_cost("tiny", [4, 6, 8], 3, 12, 3).macs == tinynet_cost([4, 6, 8], 3, 3, 12)[1]
+    assert (
+        net_cost("tiny", [4, 6, 8], num_classes=3, input_size=12, in_channels=3).macs
+        == tinynet_cost([4, 6, 8], 3, 3, 12)[1]
+    )
     with pytest.raises(ArchError, match=r"known: cnn, .*vgg19, tiny, or a factory"):
         default_widths("nope")
 
@@ -131,7 +134,9 @@ def test_entry_points_name_a_network_and_a_dataset(plugin):
 )
 def test_a_bad_network_is_refused_in_one_line(plugin, factory, words):
     with pytest.raises(PluginError) as caught:
-        build_model(f"tinyplug.nets:{factory}", [4, 6, 8], 3, 12, 3)
+        build_model(
+            f"tinyplug.nets:{factory}", [4, 6, 8], num_classes=3, input_size=12, in_channels=3
+        )
     message = str(caught.value)
     assert message.startswith("model.arch: ") and "\n" not in message
     for word in words:
@@ -140,8 +145,8 @@ def test_a_bad_network_is_refused_in_one_line(plugin, factory, words):
 
 def test_inherit_copies_a_random_subset_of_the_plugin_parent_filters(plugin):
     torch.manual_seed(0)
-    parent = build_model(NET, [8, 12, 16], 3, 12, 3)
-    child = build_model(NET, [4, 6, 8], 3, 12, 3)
+    parent = build_model(NET, [8, 12, 16], num_classes=3, input_size=12, in_channels=3)
+    child = build_model(NET, [4, 6, 8], num_classes=3, input_size=12, in_channels=3)
     inherit_filters(parent, child, torch.Generator().manual_seed(1))
     p, c = parent.net, child.net
 

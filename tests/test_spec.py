@@ -1,4 +1,7 @@
-"""Tests of adprune_core.spec: typed loading, validation, overrides, search domains, YAML."""
+"""Tests of the spec: typed loading, validation, overrides, search domains, YAML.
+
+A sweep spec file is what users write, so the sweep loader is tested here; the schedule spec
+is the part of it ``adprune_core`` reads, loaded without torch (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adprune_core.config import SpecError, flatten, load_spec, spec_from_dict
-from ray_jobs.sweep._spec import SweepSpec
+from adprune_core.config import ScheduleSpec, SpecError, flatten
+from adprune_core.config import load_spec as load_schedule_spec
+from adprune_core.config import spec_from_dict as schedule_spec_from_dict
+from ray_jobs.sweep import SweepSpec
+from ray_jobs.sweep import load_sweep_spec as load_spec
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
@@ -50,11 +57,48 @@ def attr(spec: Any, dotted: str) -> Any:
 # ---------------------------------------------------------------------------- loading
 
 
-def test_defaults_load_and_equal_dataclass_defaults():
-    spec = spec_from_dict({})
-    assert isinstance(spec, SweepSpec)
-    assert spec == SweepSpec()
-    assert spec_from_dict(None) == SweepSpec()
+# The defaults the README and the method's description document, written out here.
+DOCUMENTED_DEFAULTS = {
+    "model.arch": "cnn",
+    "data.dataset": "digits",
+    "train.lr": 0.05,
+    "train.lr_schedule": "cosine",
+    "prune.rho.threshold": 0.001,
+    "prune.rho.patience": 2,
+    "prune.rho.min_epochs": 3,
+    "prune.rho.max_epochs": 30,
+    "prune.delta.flat_band": 0.001,
+    "prune.min_width": 1,
+    "prune.max_rounds": 4,
+    "prune.init": "random",
+    "final.epochs": 0,
+    "num_samples": 1,
+    "resources.cpu": 1.0,
+    "record.models": "chosen",
+}
+
+
+def test_empty_spec_takes_the_documented_defaults():
+    for spec in (spec_from_dict({}), spec_from_dict(None)):
+        assert isinstance(spec, SweepSpec)
+        for dotted, value in DOCUMENTED_DEFAULTS.items():
+            assert attr(spec, dotted) == value, dotted
+
+
+def test_schedule_spec_refuses_the_sweep_sections_a_sweep_spec_takes():
+    sweep_only = {"search": {"train.lr": {"grid": [0.1, 0.2]}}, "num_samples": 2}
+    assert spec_from_dict(copy.deepcopy(sweep_only)).num_samples == 2
+    with pytest.raises(SpecError, match=r"^search: unknown key"):
+        schedule_spec_from_dict(copy.deepcopy(sweep_only))
+    assert isinstance(schedule_spec_from_dict({"prune": {"max_rounds": 2}}), ScheduleSpec)
+
+
+def test_schedule_loader_names_the_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("record:\n  models: all\n")  # a sweep-only key
+    with pytest.raises(SpecError) as info:
+        load_schedule_spec(path)
+    assert str(info.value).startswith(f"{path}: record.models: unknown key")
 
 
 def test_quickstart_yaml_loads_with_its_values():

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from adprune_core.config import LATENCY_FIELDS
+from adprune_core.config import LATENCY_FIELDS, net_name
 from adprune_core.nets.models import build_model
 
 NETWORK_FILE = "network.pt"
@@ -46,13 +45,15 @@ class NetworkInfo:
     @property
     def net(self) -> str:
         """``net2`` for a search round, ``final`` for the final phase."""
-        return "final" if self.phase == "final" else f"net{self.round}"
+        return net_name(self.phase, self.round)
 
 
 def build_network(info: NetworkInfo) -> nn.Module:
     """A freshly initialised network of ``info``'s arch and widths."""
     channels, size, _ = info.input_shape
-    return build_model(info.arch, info.widths, info.num_classes, size, channels)
+    return build_model(
+        info.arch, info.widths, num_classes=info.num_classes, input_size=size, in_channels=channels
+    )
 
 
 def save_network(path: str | Path, state_dict: dict[str, torch.Tensor], info: NetworkInfo) -> Path:
@@ -76,17 +77,3 @@ def load_network(path: str | Path) -> tuple[nn.Module, NetworkInfo]:
     model = build_network(info)
     model.load_state_dict(weights)
     return model.eval(), info
-
-
-def reported_network(arch: str, data: Any, report: dict[str, Any]) -> NetworkInfo:
-    """The info of the network a schedule report (its phase, round, widths, metrics) is
-    about, for a network trained on ``data`` (an :class:`~adprune_core.data.ArrayDataset`)."""
-    return NetworkInfo(
-        arch=arch,
-        widths=[int(w) for w in report["widths"]],
-        input_shape=[data.in_channels, data.input_size, data.input_size],
-        num_classes=data.num_classes,
-        phase=report["phase"],
-        round=int(report["round"]),
-        metrics={k: float(report[k]) for k in NETWORK_METRICS if report.get(k) is not None},
-    )

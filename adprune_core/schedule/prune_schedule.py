@@ -49,6 +49,9 @@ class PruneSchedule:
         net0 = check_widths(spec.model.arch, spec.model.widths)
         self.state = state if state is not None else ScheduleState(net0, list(net0))
         self.network: LiveNetwork | None = None
+        # The weights of the network the last step closed, for its network file; kept only
+        # until the next step.
+        self.closed_weights: dict[str, torch.Tensor] | None = None
         if not self.state.done:
             self.network = self._build_network()
 
@@ -80,6 +83,7 @@ class PruneSchedule:
         """Train and measure one epoch of the live network; (train accuracy, loss)."""
         if self.network is None:
             raise RuntimeError("the schedule has finished")
+        self.closed_weights = None
         stats, accuracy, reading = self.network.train_epoch(self.batches)
         self.state.history.append(
             reading.total, reading.layers, reading.channels, accuracy, stats.loss
@@ -194,6 +198,7 @@ class PruneSchedule:
         if decision.action == "final":
             parent = None  # the final phase always trains the chosen widths from scratch
         network.release()
+        self.closed_weights = network.model.state_dict()
         self.network = None if self.state.done else self._build_network(parent)
 
     def run(self, on_report: Callable[[EpochReport], None] | None = None) -> ScheduleState:

@@ -5,6 +5,8 @@
   network's MACs, which ``resources.per_round`` scales the next share by.
 - ``_scheduler``: :class:`ActivationDensityScheduler` (the rho and delta decisions) and
   :class:`RoundAwareVariantGenerator` (grid/random search that keeps actors between rounds).
+- ``_spec``: :class:`SweepSpec`, the schedule spec plus the sections only a sweep reads
+  (:func:`load_sweep_spec`); ``_per_round``: each network's share under ``resources.per_round``.
 - ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).
 - ``_search_alg``: the spec's ``search_alg`` as Tune's search algorithm
   (:func:`make_search_alg`): the variant generator, or Tune's OptunaSearch told each trial's
@@ -28,6 +30,9 @@ from adprune_core._exports import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
+        "SweepSpec": "._spec",
+        "load_sweep_spec": "._spec",
+        "sweep_spec_from_dict": "._spec",
         "adprune_trainable": "._trainable",
         "ActivationDensityScheduler": "._scheduler",
         "RoundAwareVariantGenerator": "._scheduler",

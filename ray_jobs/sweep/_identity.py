@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from adprune_core.config import flatten, spec_from_dict, spec_to_dict
+from adprune_core.config import flatten, spec_to_dict
 from ray_jobs.sweep._errors import LaunchError
-from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
 from ray_jobs.tracking.store import resolve_tracking_uri
 
 SWEEP_FILE = "adprune-sweep.json"
@@ -96,4 +96,4 @@ def stored_spec(home: Path, name: str) -> SweepSpec:
     identity = read_identity(home)
     if identity is None or "spec" not in identity:
         raise LaunchError(f"--resume: sweep {name!r} keeps no copy of its spec; give its SPEC.yaml")
-    return spec_from_dict(identity["spec"])
+    return sweep_spec_from_dict(identity["spec"])

@@ -35,7 +35,7 @@ from ray_jobs.sweep._ray_runtime import (
 )
 from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
 from ray_jobs.sweep._search_space import param_space
-from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec import SweepSpec, searched_values
 
 if TYPE_CHECKING:
     from ray_jobs.tracking import SweepEndReport, TrialEndReport
@@ -183,7 +183,12 @@ def launch(
     spec = resolve_spec(spec, storage, opts)
     check_searches(spec, opts)
     runtime_env = shipped_code(opts.py_modules, opts.working_dir)
-    check_plugins(spec)  # a plugin's error is one line here, before Ray starts
+    # A plugin's error is one line here, before Ray starts, for every value the search gives.
+    check_plugins(
+        spec,
+        archs=searched_values(spec, "model.arch", spec.model.arch),
+        inits=searched_values(spec, "prune.init", spec.prune.init),
+    )
     name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")

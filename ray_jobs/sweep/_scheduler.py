@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from adprune_core.config import spec_from_dict
-from adprune_core.schedule import Decision, decide
+from adprune_core.schedule import Decision, EpochReport, decide
 from ray_jobs.sweep._per_round import round_resources
-from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -92,13 +91,14 @@ class ActivationDensityScheduler(FIFOScheduler):
         missing = [k for k in REQUIRED_FIELDS if k not in result]
         if missing:
             raise ValueError(f"trial {trial} reported no {', '.join(missing)}")
+        report = EpochReport.from_tune(result)
         spec = trial_spec(trial)
-        decision = decision_for(result, spec)
+        decision = decision_for(report, spec)
         if decision.action == "continue":
             return TrialScheduler.CONTINUE
-        if decision.action == "stop" or result.get("schedule_done"):
+        if decision.action == "stop" or report.schedule_done:
             return TrialScheduler.STOP
-        trial.set_config(with_transition(trial.config, result, decision, spec))
+        trial.set_config(with_transition(trial.config, report, decision, spec))
         self.between_rounds.add(trial.trial_id)
         return TrialScheduler.PAUSE
 
@@ -129,32 +129,33 @@ class RoundAwareVariantGenerator(BasicVariantGenerator):
 
 
 def trial_spec(trial: Trial) -> SweepSpec:
-    return spec_from_dict(copy.deepcopy(trial.config["spec"]))
+    return sweep_spec_from_dict(copy.deepcopy(trial.config["spec"]))
 
 
-def decision_for(result: dict, spec: SweepSpec) -> Decision:
-    history = result["ad_history"]
+def decision_for(report: EpochReport, spec: SweepSpec) -> Decision:
+    """The trial's decision, made here from its report alone with the function ``run`` uses."""
     return decide(
-        result["phase"],
-        result["round"],
-        result["widths"],
-        history,
-        result["layer_ad"],
+        report.phase,  # type: ignore[arg-type]
+        report.round,
+        report.widths,
+        report.ad_history,
+        report.layer_ad,
         spec.prune,
         spec.final.epochs,
     )
 
 
 def with_transition(
-    config: dict, result: dict, decision: Decision, spec: SweepSpec | None = None
+    config: dict, report: EpochReport, decision: Decision, spec: SweepSpec | None = None
 ) -> dict:
-    """A copy of ``config`` telling the restarted trainable which network to start, and with
-    ``resources.per_round``, the share to start it with."""
+    """A copy of ``config`` saying which network the trial left, and with
+    ``resources.per_round``, the share to start the next one with. The restarted trainable
+    needs no more: the report's checkpoint already starts the next network."""
     new_config = copy.deepcopy(config)
     new_config["transition"] = {
-        "from_phase": result["phase"],
-        "from_round": result["round"],
-        "at_epoch": result["epoch"],
+        "from_phase": report.phase,
+        "from_round": report.round,
+        "at_epoch": report.epoch,
         "decision": asdict(decision),
     }
     if spec is not None and spec.resources.per_round is not None:
@@ -162,7 +163,7 @@ def with_transition(
             spec.resources.cpu,
             spec.resources.gpu,
             spec.resources.per_round,
-            result["next_mac_ratio"],
+            report.next_mac_ratio if report.next_mac_ratio is not None else 1.0,
         )
         new_config["transition"]["resources"] = share.as_tune()
         # Every network's share, in order, for the trial table.

@@ -21,18 +21,22 @@ import click
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from adprune_core.schedule import EpochReport
 from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
-from ray_jobs.sweep._spec import MODEL_BASED, SearchAlgSpec, parse_search_objectives
+from ray_jobs.sweep._spec import MODEL_BASED, SearchAlgSpec, parse_search_objectives, result_key
 
 if TYPE_CHECKING:
     from ray_jobs.sweep._spec import SweepSpec
 
 
-def chosen_values(result: dict[str, Any] | None, keys: list[str]) -> list[float] | None:
+def chosen_values(result: dict[str, Any] | None, columns: list[str]) -> list[float] | None:
     """The chosen network's objective values, or None when the trial did not finish."""
     if not result or result.get("diverged") or not result.get("schedule_done"):
         return None
-    values = [result.get(key) for key in keys]
+    summary = EpochReport.from_tune(result).summary
+    if summary is None:
+        return None
+    values = [getattr(summary, column, None) for column in columns]
     if any(v is None for v in values):
         return None
     return [float(v) for v in values]
@@ -43,7 +47,7 @@ class ChosenNetworkSearch(OptunaSearch):
 
     def __init__(self, alg: SearchAlgSpec, **kwargs: Any) -> None:
         objectives = parse_search_objectives(alg.objectives)
-        self.objective_keys = [o.result_key for o in objectives]
+        self.objective_keys = [result_key(o) for o in objectives]
         self.objective_names = [o.column for o in objectives]
         modes = [o.mode for o in objectives]
         single = len(objectives) == 1
@@ -61,7 +65,7 @@ class ChosenNetworkSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        values = None if error else chosen_values(result, self.objective_keys)
+        values = None if error else chosen_values(result, self.objective_names)
         if values is None:
             reason = (result or {}).get("diverged") or ("error" if error else "unfinished")
             click.echo(f"search: trial {trial_id} failed ({reason}); told the sampler so")

@@ -8,6 +8,7 @@ still an error there) and trains its schedule part. No Ray, no torch: loading a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
@@ -215,22 +216,13 @@ def _check_domain_values(base: dict[str, Any], key: str, kind: str, args: Any) -
     """Every value the search can produce must be valid for the field it sets: each is set
     into the spec and the whole spec validated, so cross-field checks apply too."""
     for i, value in enumerate(_domain_samples(kind, args)):
-        data = dict(base)
-        data.pop("search", None)
-        set_dotted(data := _deep_copy(data), key, value)
+        data = copy.deepcopy({k: v for k, v in base.items() if k != "search"})
+        set_dotted(data, key, value)
         try:
             spec_from_dict(data, cls=SweepSpec)
         except SpecError as err:
             detail = str(err).partition(": ")[2]
             raise SpecError(f"search.{key}.{kind}[{i}]: {detail}") from None
-
-
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, Mapping):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
 
 
 def check_search(spec: SweepSpec) -> None:
@@ -293,3 +285,9 @@ def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpe
         return sweep_spec_from_dict(data, overrides)
     except SpecError as err:
         raise SpecError(f"{path}: {err}") from None
+
+
+def searched_values(spec: SweepSpec, key: str, base: object) -> list[object]:
+    """``base`` and every value a grid or choice over ``key`` can give."""
+    domain = spec.search.get(key, {})
+    return [base, *domain.get("grid", []), *domain.get("choice", [])]

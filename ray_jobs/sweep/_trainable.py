@@ -1,44 +1,41 @@
 """The Tune function trainable: one trial runs one point of the search space through the
 whole prune schedule, reporting once per epoch with a checkpoint.
 
-The trainable does not end rounds on its own: it reports, and the
-:class:`~ray_jobs.sweep.ActivationDensityScheduler` PAUSEs it with the next network's
-widths in ``trial.config["transition"]``; Tune then restarts it from the checkpoint of that
-report, and the trainable applies the transition before training net[i+1].
+The trainable runs the schedule's one outer loop (:func:`adprune_core.schedule.run_loop`): every
+epoch's :class:`~adprune_core.schedule.EpochReport` goes to Tune with a checkpoint taken after
+the step, so when a network ends, its record is closed and the checkpoint already starts the
+next network. The :class:`~ray_jobs.sweep.ActivationDensityScheduler` decides from the same
+report with the same function: it PAUSEs the trial between rounds (with net[i+1]'s share under
+``resources.per_round``) and Tune restarts it from that checkpoint, or STOPs it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import resource
 import socket
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
-from adprune_core.config import LATENCY_FIELDS, TrainingDiverged, spec_from_dict
+from adprune_core.config import TrainingDiverged
 from adprune_core.data import ArrayDataset
-from adprune_core.nets import NETWORK_FILE, cost_report, reported_network, save_network
-from adprune_core.schedule import (
-    Decision,
-    EpochResult,
-    PruneSchedule,
-    classify_profile,
-    fig3_maps,
-    summarize,
-)
-from ray_jobs.sweep._spec import SweepSpec
+from adprune_core.nets import NETWORK_FILE, NETWORK_METRICS, NetworkInfo, save_network
+from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
+from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
 
 CHECKPOINT_FILE = "schedule.pt"
+# Benchmarks set it to get the trainable process's time and memory in every report.
+PROCESS_METRICS_ENV = "ADPRUNE_PROCESS_METRICS"
 
 
 def trial_device(spec: SweepSpec, gpu: float | None = None) -> str:
@@ -56,7 +53,8 @@ def checkpoint_candidates(latest: Path) -> list[Path]:
 
 
 def read_checkpoint(folder: Path, device: str) -> dict[str, Any]:
-    saved = torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=False)
+    # weights_only: checkpoints sit on shared storage, and a full unpickle could run code.
+    saved = torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=True)
     if not isinstance(saved, dict) or "state" not in saved:
         raise ValueError("not a schedule checkpoint")
     return saved
@@ -100,125 +98,32 @@ def checkpoint_folder(checkpoint: tune.Checkpoint) -> Path | None:
     return None
 
 
-def apply_transition(schedule: PruneSchedule, transition: dict[str, Any] | None) -> None:
-    """Start the network the scheduler chose, unless this checkpoint is already past it."""
-    if not transition:
-        return
-    state = schedule.state
-    at = (transition["from_phase"], transition["from_round"], transition["at_epoch"])
-    if (state.phase, state.round, state.epoch) != at:
-        return
-    schedule.advance(Decision(**transition["decision"]))
-
-
-def save_checkpoint(schedule: PruneSchedule, closing: dict | None = None) -> tune.Checkpoint:
-    """The schedule's checkpoint; with ``closing`` (the report that ends a network) also the
-    network's own file, which the driver logs as an MLflow model (record.models)."""
+def save_checkpoint(schedule: PruneSchedule, report: EpochReport) -> tune.Checkpoint:
+    """The schedule's checkpoint; for a report that ends a network, also that network's own
+    file, which the driver logs as an MLflow model (record.models)."""
     folder = tempfile.mkdtemp(prefix="adprune-ckpt-")
     torch.save(schedule.checkpoint(), Path(folder) / CHECKPOINT_FILE)
-    if closing is not None and schedule.spec.record.models != "none":
-        info = reported_network(schedule.spec.model.arch, schedule.data, closing)
-        save_network(Path(folder) / NETWORK_FILE, schedule.model.state_dict(), info)
+    if report.ends_network and schedule.spec.record.models != "none":
+        weights = schedule.closed_weights
+        if weights is not None:
+            save_network(Path(folder) / NETWORK_FILE, weights, closed_network(schedule))
     return tune.Checkpoint.from_directory(folder)
 
 
-def epoch_metrics(
-    schedule: PruneSchedule, result: EpochResult, decision: Decision
-) -> dict[str, Any]:
-    """Every field the scheduler and the progress output read, and what MLflow will record."""
-    spec, data, state = schedule.spec, schedule.data, schedule.state
-    cost = cost_report(
-        spec.model.arch,
-        result.widths,
-        data.num_classes,
-        data.input_size,
-        data.in_channels,
-        baseline_widths=state.net0_widths,
+def closed_network(schedule: PruneSchedule) -> NetworkInfo:
+    """What rebuilds the network whose record the last step closed, with its metrics."""
+    record = schedule.state.records[-1]
+    shape = schedule.data.shape
+    metrics = {key: getattr(record, key) for key in NETWORK_METRICS}
+    return NetworkInfo(
+        arch=schedule.spec.model.arch,
+        widths=list(record.widths),
+        input_shape=list(shape.image),
+        num_classes=shape.num_classes,
+        phase=record.phase,
+        round=record.round,
+        metrics={k: float(v) for k, v in metrics.items() if v is not None},
     )
-    # Records close at transitions, so once done the last record is this network's own.
-    closed = state.records[:-1] if state.done else state.records
-    previous = closed[-1].training_complexity if closed else 0.0
-    ad_history = (
-        state.records[-1].ad_history if state.done else list(state.ad_history)
-    )  # a closed record holds the round's curve once the schedule is done
-    metrics: dict[str, Any] = {
-        "phase": result.phase,
-        "round": result.round,
-        "epoch": result.epoch,
-        "widths": list(result.widths),
-        "ad_total": result.ad_total,
-        "layer_ad": list(result.layer_ad),
-        "ad_history": ad_history,
-        "accuracy": result.accuracy,
-        "loss": result.loss,
-        "train_accuracy": result.train_accuracy,
-        "params": cost.params,
-        "macs": cost.macs,
-        "energy_j": cost.energy_j,
-        "param_reduction": cost.param_reduction,
-        "mac_reduction": cost.mac_reduction,
-        "training_complexity": previous + result.epoch / cost.mac_reduction,
-        "net0_widths": list(state.net0_widths),
-        "decision": decision.action,
-        "decision_reason": decision.reason,
-        "profile": decision.profile or "",
-        "node_ip": _node_ip(),
-        "pid": os.getpid(),
-        "schedule_done": state.done,
-    }
-    if decision.action != "continue":
-        metrics.update(closing_metrics(schedule, decision))
-    if state.done:
-        metrics.update({f"final_{k}": v for k, v in asdict(summarize(state)).items()})
-        metrics["fig3"] = fig3_maps(state)
-    return metrics
-
-
-def closing_metrics(schedule: PruneSchedule, decision: Decision) -> dict[str, Any]:
-    """What the report that ends a network adds for its MLflow record."""
-    state = schedule.state
-    if state.done:  # the trainable closed the record before this report
-        record = state.records[-1]
-        return {
-            "net_layer_ad_history": record.layer_ad_history,
-            "net_profile": record.profile,
-            "epochs_to_rho": record.epochs_to_rho,
-            **{key: getattr(record, key) for key in LATENCY_FIELDS},
-        }
-    profile = decision.profile or classify_profile(
-        state.ad_history, schedule.spec.prune.delta.flat_band
-    )
-    # Only resources.per_round reads it, and a plugin's MACs cost a counted dry forward pass.
-    per_round = schedule.spec.resources.per_round is not None
-    return {
-        **({"next_mac_ratio": next_mac_ratio(schedule, decision)} if per_round else {}),
-        "net_layer_ad_history": [list(x) for x in state.layer_ad_history],
-        "net_profile": profile,
-        "epochs_to_rho": state.epoch if decision.rho == "saturated" else None,
-        # Timed here, on the trial's own device and threads, while the network is still live;
-        # the checkpoint carries the figures to the record that closes after the PAUSE.
-        **schedule.latency_fields(),
-    }
-
-
-def diverged_metrics(schedule: PruneSchedule, reason: str) -> dict[str, Any]:
-    """The last report of a trial whose loss became NaN or inf; the scheduler STOPs it."""
-    state = schedule.state
-    phase = "final" if state.phase == "final" else "search"
-    epoch = state.epoch + 1
-    return {
-        "phase": phase,
-        "round": state.round if phase == "search" else int(state.chosen_round or 0),
-        "epoch": epoch,
-        "widths": list(state.widths),
-        "diverged": f"{reason} in {'final' if phase == 'final' else f'net{state.round}'} "
-        f"epoch {epoch}",
-        "decision": "diverged",
-        "decision_reason": reason,
-        "node_ip": _node_ip(),
-        "pid": os.getpid(),
-        "schedule_done": False,
-    }
 
 
 def process_metrics(epoch_seconds: float, entered: float) -> dict[str, float]:
@@ -246,36 +151,47 @@ def _node_ip() -> str:
         return socket.gethostname()
 
 
+class TrialReporter:
+    """Hands each epoch's report to Tune with the checkpoint taken after its step, adding
+    what only a trial knows: its node, its share, and a checkpoint fallback note."""
+
+    def __init__(self, schedule: PruneSchedule, granted: Any, entered: float, note: str) -> None:
+        self.schedule, self.granted, self.entered, self.note = schedule, granted, entered, note
+        self.node_ip = _node_ip()
+        self.with_process = os.environ.get(PROCESS_METRICS_ENV) == "1"
+        self.started = time.perf_counter()
+
+    def __call__(self, report: EpochReport) -> None:
+        spec = self.schedule.spec
+        extras: dict[str, Any] = {
+            "node_ip": self.node_ip,
+            "resources_cpu": self.granted.cpu,
+            "resources_gpu": self.granted.gpu,
+        }
+        if report.ends_network and not report.schedule_done and spec.resources.per_round:
+            extras["next_mac_ratio"] = next_mac_ratio(self.schedule)
+        if self.note:
+            extras["checkpoint_fallback"], self.note = self.note, ""
+        if self.with_process:
+            extras["process"] = process_metrics(time.perf_counter() - self.started, self.entered)
+        report = report.with_fields(**extras)
+        tune.report(report.to_tune(), checkpoint=save_checkpoint(self.schedule, report))
+        self.started = time.perf_counter()
+
+
 def adprune_trainable(config: dict[str, Any]) -> None:
     entered = time.time()
-    spec = spec_from_dict(copy.deepcopy(config["spec"]))
+    spec = sweep_spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
     granted = granted_resources(spec)
     device = trial_device(spec, granted.gpu)
     use_resources(granted, device)
     schedule, note = load_schedule(spec, cached_dataset(spec), device)
-    apply_transition(schedule, config.get("transition"))
-    while not schedule.state.done:
-        started = time.perf_counter()
-        try:
-            result = schedule.train_one_epoch()
-        except TrainingDiverged as err:
-            # Deterministic: a retry from the checkpoint would diverge again. End the trial
-            # with the reason instead of failing it into Tune's retries.
-            tune.report(diverged_metrics(schedule, str(err)))
-            return
-        decision = schedule.decide()
-        if decision.action == "stop":
-            # Close the last record inside this report's checkpoint: the STOP that follows
-            # ends the trial before it could run any more code.
-            schedule.advance(decision)
-        metrics = epoch_metrics(schedule, result, decision)
-        metrics.update(process_metrics(time.perf_counter() - started, entered))
-        metrics.update(resources_cpu=granted.cpu, resources_gpu=granted.gpu)
-        if note:
-            metrics["checkpoint_fallback"], note = note, ""
-        closing = metrics if decision.action != "continue" else None
-        tune.report(metrics, checkpoint=save_checkpoint(schedule, closing))
-        if decision.action in ("next_round", "final"):
-            # Reached only when no ActivationDensityScheduler paused us: go on in-process.
-            schedule.advance(decision)
+    reporter = TrialReporter(schedule, granted, entered, note)
+    try:
+        run_loop(schedule, reporter)
+    except TrainingDiverged as err:
+        # Deterministic: a retry from the checkpoint would diverge again. End the trial
+        # with the reason instead of failing it into Tune's retries.
+        diverged = schedule.diverged_report(str(err))
+        tune.report(dataclasses.replace(diverged, node_ip=reporter.node_ip).to_tune())

@@ -7,7 +7,7 @@ import torch
 from ray import tune
 
 from adprune_core.nets import cost_report
-from adprune_core.schedule import Decision, PruneSchedule
+from adprune_core.schedule import PruneSchedule
 from ray_jobs.sweep._per_round import TrialResources, threads_for
 from ray_jobs.sweep._spec import SweepSpec
 
@@ -30,24 +30,14 @@ def use_resources(granted: TrialResources, device: str) -> None:
         torch.cuda.set_per_process_memory_fraction(granted.gpu)
 
 
-def next_widths(schedule: PruneSchedule, decision: Decision) -> list[int]:
-    """The widths the scheduler's transition will start: net[i+1]'s, or the chosen net's."""
+def next_mac_ratio(schedule: PruneSchedule) -> float:
+    """MACs of the network the schedule starts next over net0's: what ``resources.per_round``
+    scales that network's share by."""
     state = schedule.state
-    if decision.action == "next_round" and decision.next_widths is not None:
-        return list(decision.next_widths)
-    chosen = decision.chosen_round if decision.chosen_round is not None else state.round
-    return list(state.widths if chosen == state.round else state.records[chosen].widths)
-
-
-def next_mac_ratio(schedule: PruneSchedule, decision: Decision) -> float:
-    """MACs of the next network over net0's: what ``resources.per_round`` scales by."""
-    spec, data = schedule.spec, schedule.data
     cost = cost_report(
-        spec.model.arch,
-        next_widths(schedule, decision),
-        data.num_classes,
-        data.input_size,
-        data.in_channels,
-        baseline_widths=schedule.state.net0_widths,
+        schedule.spec.model.arch,
+        state.widths,
+        **schedule.data.shape.as_kwargs(),
+        baseline_widths=state.net0_widths,
     )
     return 1.0 / cost.mac_reduction
