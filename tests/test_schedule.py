@@ -1,12 +1,21 @@
 import io
 import json
+import math
 
 import pytest
 import torch
 
 from adprune_core.config import TrainingDiverged, spec_from_dict
 from adprune_core.data import load_dataset
-from adprune_core.schedule import Decision, PruneSchedule, ScheduleState, next_widths, summarize
+from adprune_core.schedule import (
+    Decision,
+    NetRecord,
+    PruneSchedule,
+    RoundHistory,
+    ScheduleState,
+    summarize,
+    transition,
+)
 
 
 def tiny_spec(**overrides):
@@ -41,8 +50,11 @@ def test_schedule_follows_algorithm_one(data):
     assert len(search) == 3 and state.stop_reason == "max_rounds" and state.chosen_round == 2
     assert search[0].widths == [12, 16]
     for prev, nxt in zip(search, search[1:]):
-        # net[i+1] = clamp(round(AD_L * w_L)) from the last epoch of net[i]
-        assert nxt.widths == next_widths(prev.widths, prev.layer_ad_history[-1], 2)
+        # net[i+1] = clamp(round(AD_L * w_L), min_width, w_L) from the last epoch of net[i],
+        # written out here with round-half-up, not with the function under test.
+        densities = prev.layer_ad_history[-1]
+        rule = [min(max(math.floor(ad * w + 0.5), 2), w) for w, ad in zip(prev.widths, densities)]
+        assert nxt.widths == rule
         assert prev.epochs_to_rho == 2 == prev.epochs == len(prev.ad_history)
     for r in search:
         assert all(0 < ad <= 1 for ad in r.ad_history)
@@ -75,7 +87,7 @@ def test_resume_mid_round_is_exact(data, stop_after):
     buffer = io.BytesIO()
     torch.save(interrupted.checkpoint(), buffer)
     # The state must survive JSON, the way a checkpoint directory stores it.
-    checkpoint = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    checkpoint = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     checkpoint["state"] = json.loads(json.dumps(checkpoint["state"]))
     resumed = PruneSchedule.from_checkpoint(spec, checkpoint, data, "cpu").run()
     assert [r.ad_history for r in resumed.records] == [r.ad_history for r in reference.records]
@@ -131,3 +143,69 @@ def test_state_round_trips_through_dict(data):
     schedule.run()
     again = ScheduleState.from_dict(json.loads(json.dumps(schedule.state.to_dict())))
     assert again == schedule.state
+
+
+def closed(round_index, widths, phase="search"):
+    return NetRecord(
+        round_index,
+        phase,
+        list(widths),
+        3,
+        [0.5] * 3,
+        [[0.5]] * 3,
+        [[0.5]],
+        [0.9] * 3,
+        [0.1] * 3,
+        0.9,
+        0.1,
+        10,
+        100,
+        0.0,
+        1.0,
+        1.0,
+        "saturated",
+        "flat",
+        3,
+        3.0,
+    )
+
+
+def test_transition_is_pure_and_moves_to_the_next_network():
+    history = RoundHistory([0.5, 0.4], [[0.5], [0.4]], [0.8, 0.9], [0.2, 0.1], [[0.4]])
+    state = ScheduleState([8], [8], history=history, records=[closed(0, [8])])
+    moved = transition(state, Decision("next_round", "saturated", "flat", [4], None, "saturated"))
+    assert (moved.phase, moved.round, moved.widths, moved.epoch) == ("search", 1, [4], 0)
+    # The old state is untouched: the scheduler may hold it.
+    assert (state.round, state.widths, state.epoch, len(state.records)) == (0, [8], 2, 1)
+    assert transition(state, Decision("continue", "training")) is state
+
+
+def test_transition_to_final_trains_the_chosen_widths_and_stop_ends():
+    records = [closed(0, [8]), closed(1, [4])]
+    state = ScheduleState([8], [4], round=1, records=records)
+    final = transition(state, Decision("final", "increasing", "increasing", None, 0, "saturated"))
+    assert (final.phase, final.widths, final.chosen_round, final.stop_reason) == (
+        "final",
+        [8],
+        0,
+        "increasing",
+    )
+    done = transition(final, Decision("stop", "final_done", "flat"))
+    assert done.done and (done.chosen_round, done.stop_reason) == (0, "increasing")
+    stopped = transition(state, Decision("stop", "max_rounds", "flat", None, 1, "saturated"))
+    assert stopped.done and (stopped.chosen_round, stopped.stop_reason) == (1, "max_rounds")
+
+
+def test_a_networks_record_closes_in_the_step_that_ends_it(data):
+    spec = tiny_spec(**{"prune.max_rounds": 2})
+    schedule = PruneSchedule(spec, data, "cpu")
+    reports = []
+    schedule.run(reports.append)
+    ends = [r for r in reports if r.ends_network]
+    # Every network's record closed with the report that ended it, whatever the decision.
+    assert [r.decision for r in ends] == ["next_round", "stop"]
+    assert len(ends) == len(schedule.state.records)
+    for report, record in zip(ends, schedule.state.records):
+        assert report.closing is not None and report.closing.profile == record.profile
+        assert report.training_complexity == record.training_complexity
+    assert ends[-1].schedule_done and ends[-1].summary == summarize(schedule.state)

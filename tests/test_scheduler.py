@@ -1,16 +1,18 @@
-"""ActivationDensityScheduler driven with results recorded from a real in-process schedule."""
+"""ActivationDensityScheduler driven with the reports of a real schedule, produced by the
+outer loop a sweep trial runs (:func:`adprune_core.schedule.run_loop`)."""
 
 import copy
+import pickle
 
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from adprune_core.config import spec_from_dict, spec_to_dict
+from adprune_core.config import spec_to_dict
 from adprune_core.data import load_dataset
-from adprune_core.schedule import PruneSchedule
-from ray_jobs.sweep import ActivationDensityScheduler
-from ray_jobs.sweep._trainable import epoch_metrics
+from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
+from ray_jobs.sweep import ActivationDensityScheduler, RoundAwareVariantGenerator
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 OVERRIDES = [
     "model.arch=cnn2",
@@ -29,18 +31,12 @@ OVERRIDES = [
 
 
 def record_results(overrides):
-    """Per-epoch reports exactly as the trainable sends them, plus the run's own records."""
+    """Per-epoch reports as Tune receives them from the trainable's loop, plus the run's own
+    records."""
     spec = spec_from_dict({}, OVERRIDES + overrides)
     schedule = PruneSchedule(spec, load_dataset(spec.data), "cpu")
-    results = []
-    while not schedule.state.done:
-        result = schedule.train_one_epoch()
-        decision = schedule.decide()
-        if decision.action == "stop":
-            schedule.advance(decision)
-        results.append(epoch_metrics(schedule, result, decision))
-        if decision.action != "stop":
-            schedule.advance(decision)
+    results: list[dict] = []
+    run_loop(schedule, lambda report: results.append(report.to_tune()))
     return spec, results, schedule.state
 
 
@@ -84,25 +80,57 @@ def test_pause_puts_the_next_widths_into_the_trial_config():
     assert trial.config["spec"] == make_trial(spec).config["spec"]  # spec itself untouched
 
 
-def test_scheduler_is_stateless():
+def test_a_restored_scheduler_decides_the_same_and_forgets_only_its_actor_cache():
     spec, results, _ = record_results([])
-    trial_a, trial_b = make_trial(spec), make_trial(spec)
+    trial = make_trial(spec)
     continuous = ActivationDensityScheduler()
-    expected = [continuous.on_trial_result(None, trial_a, r) for r in results]
-    # A fresh scheduler per result, as after Tuner.restore, decides the same way.
-    fresh = [ActivationDensityScheduler().on_trial_result(None, trial_b, r) for r in results]
-    assert fresh == expected
+    generator = RoundAwareVariantGenerator(continuous)
+    expected = []
+    restored_at = None
+    for i, result in enumerate(results):
+        expected.append(continuous.on_trial_result(None, trial, result))
+        if expected[-1] == TrialScheduler.PAUSE and restored_at is None:
+            restored_at = i
+            # Between rounds: the trial is remembered, and the search is not finished.
+            assert continuous.between_rounds == {trial.trial_id}
+            assert not generator.is_finished()
+            snapshot = pickle.dumps(continuous)
+    assert restored_at is not None
+    # Tuner.restore unpickles the scheduler: the cache of paused trials starts empty
+    # (ray#30838), and every later decision comes from the result and the trial's config.
+    restored = pickle.loads(snapshot)
+    assert restored.between_rounds == set()
+    trial_b = make_trial(spec)
+    trial_b.set_config(copy.deepcopy(trial.config))
+    replayed = [restored.on_trial_result(None, trial_b, r) for r in results[restored_at + 1 :]]
+    assert replayed == expected[restored_at + 1 :]
 
 
 def handmade(phase, round_index, history, widths=(10, 20), layer_ad=(0.5, 0.5)):
-    return {
-        "phase": phase,
-        "round": round_index,
-        "epoch": len(history),
-        "widths": list(widths),
-        "ad_history": list(history),
-        "layer_ad": list(layer_ad),
-    }
+    """A report with the AD curve given; what the scheduler does not read is filler."""
+    return EpochReport(
+        phase=phase,
+        round=round_index,
+        epoch=len(history),
+        widths=list(widths),
+        ad_total=history[-1],
+        layer_ad=list(layer_ad),
+        ad_history=list(history),
+        accuracy=0.5,
+        loss=1.0,
+        train_accuracy=0.5,
+        params=1,
+        macs=1,
+        energy_j=0.0,
+        param_reduction=1.0,
+        mac_reduction=1.0,
+        training_complexity=1.0,
+        net0_widths=list(widths),
+        decision="continue",
+        decision_reason="training",
+        profile="",
+        schedule_done=False,
+    ).to_tune()
 
 
 def test_increasing_round_stops_or_moves_to_final():

@@ -3,11 +3,13 @@ on library noise, and an empty spec is an error rather than a sweep of the defau
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import CLI
 
 HEAVY = ("torch", "ray", "matplotlib")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def imported_top_level(args, cwd):
@@ -66,3 +68,31 @@ def test_an_empty_spec_is_one_line_and_exit_2(tmp_path, command, text):
         f"error: {spec}: the spec is empty; see sweeps/quickstart.yaml for one to copy"
     )
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from adprune_core.config import read_yaml, spec_from_dict\n"
+        "data = read_yaml('sweeps/quickstart.yaml')\n"
+        "data.pop('search'); data.pop('resources')\n"
+        "print(spec_from_dict(data).prune.rho.threshold)\n",
+        "from ray_jobs.sweep import load_sweep_spec\n"
+        "print(load_sweep_spec('sweeps/quickstart.yaml').prune.rho.threshold)\n",
+    ],
+    ids=["schedule-spec", "sweep-spec"],
+)
+def test_loading_a_spec_imports_no_torch(code):
+    proc = subprocess.run(
+        [CLI[0], "-X", "importtime", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0.002"  # the quickstart's own threshold came through
+    names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", proc.stderr, re.M)
+    imported = {name.split(".")[0] for _, name in names}
+    assert "pydantic" in imported  # the probe sees the spec's own imports
+    assert not imported & {"torch", "ray", "mlflow"}, sorted(imported & {"torch", "ray", "mlflow"})
