@@ -1,26 +1,24 @@
 """Activation-density pruning in training (Foldy-Porto & Panda), in pure PyTorch.
 
+Five rooms, with imports flowing one way (``schedule -> engine -> nets, data -> config``):
+
+- :mod:`adprune_core.config`: the spec, without torch (:class:`ScheduleSpec`, :func:`load_spec`),
+  the one-line errors, and the names and formulas every room shares (Eq. 1, net names);
+- :mod:`adprune_core.nets`: built-in archs and plugin factories, cost, the network file;
+- :mod:`adprune_core.data`: datasets as tensors and their on-device batches;
+- :mod:`adprune_core.engine`: one epoch on one device, the density monitor, latency, Fig. 3;
+- :mod:`adprune_core.schedule`: Algorithm 1 (decisions, state, :class:`PruneSchedule`, the
+  epoch report, ``run``'s runner).
+
 What a script needs, loaded on first use::
 
-    from adprune_core import build_model, cost_report, decide, load_spec, run_schedule
+    from adprune_core import load_spec, run_schedule
 
-    spec = load_spec("sweeps/quickstart.yaml")
+    spec = load_spec("my-schedule.yaml")          # a schedule spec (no search section)
     payload = run_schedule(spec)                  # net0, net1, ... until delta stops it
     print(payload["summary"]["widths"])
 
-- specs: :class:`SweepSpec`, :func:`load_spec`, :func:`spec_from_dict`;
-- models: :func:`build_model`, :func:`default_widths`, :data:`ARCHS`; your own network is a
-  factory named by ``module.path:function`` whose prunable layers end in :class:`LayerReLU`
-  (:class:`PluginError` when it does not keep that protocol);
-- the schedule (Algorithm 1): :class:`PruneSchedule`, :func:`run_schedule`, :func:`summarize`;
-- the decisions: :func:`decide` (rho, delta and the next widths), :func:`next_widths`,
-  :func:`classify_profile`;
-- cost: :func:`cost_report`, :func:`training_complexity`;
-- data: :func:`load_dataset`, :class:`DataSpec`;
-- density: :class:`DensityMonitor`;
-- trained networks as files: :func:`load_network` (arch, widths and weights back as a module),
-  :func:`save_network`, :class:`NetworkInfo`.
-
+A sweep spec (with ``search``) loads with ``ray_jobs.load_sweep_spec``, and runs here too.
 Never imports Ray or MLflow.
 """
 
@@ -29,29 +27,32 @@ from adprune_core._exports import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "SweepSpec": ".spec",
-        "SpecError": ".spec",
-        "load_spec": ".spec",
-        "spec_from_dict": ".spec",
-        "ARCHS": ".models",
-        "build_model": ".models",
-        "default_widths": ".models",
-        "LayerReLU": ".models",
-        "PluginError": ".plugins",
-        "PruneSchedule": ".schedule",
-        "summarize": ".schedule",
-        "run_schedule": ".runner",
-        "Decision": ".criteria",
-        "decide": ".criteria",
-        "next_widths": ".criteria",
-        "classify_profile": ".criteria",
-        "cost_report": ".cost",
-        "training_complexity": ".cost",
-        "DataSpec": ".data",
+        "ScheduleSpec": ".config",
+        "SpecError": ".config",
+        "load_spec": ".config",
+        "spec_from_dict": ".config",
+        "DataShape": ".config",
+        "training_complexity": ".config",
+        "ARCHS": ".nets",
+        "build_model": ".nets",
+        "default_widths": ".nets",
+        "LayerReLU": ".nets",
+        "PluginError": ".config",
+        "cost_report": ".nets",
+        "NetworkInfo": ".nets",
+        "load_network": ".nets",
+        "save_network": ".nets",
+        "DataSpec": ".config",
         "load_dataset": ".data",
-        "DensityMonitor": ".density",
-        "NetworkInfo": ".network_file",
-        "load_network": ".network_file",
-        "save_network": ".network_file",
+        "DensityMonitor": ".engine",
+        "PruneSchedule": ".schedule",
+        "EpochReport": ".schedule",
+        "run_loop": ".schedule",
+        "summarize": ".schedule",
+        "run_schedule": ".schedule",
+        "Decision": ".schedule",
+        "decide": ".schedule",
+        "next_widths": ".schedule",
+        "classify_profile": ".schedule",
     },
 )

@@ -38,10 +38,28 @@ def tiny_spec(name, experiment="adprune-sweep", grid="[0.005, 0.05]", final_epoc
     return TINY_SPEC.format(name=name, experiment=experiment, grid=grid, final_epochs=final_epochs)
 
 
+def counted_macs(widths, classes=4, size=8, channels=1):
+    """MACs per image of TINY_SPEC's cnn2 at ``widths``, counted by torch's FLOP counter on
+    the built network: a source independent of the run's own cost figures."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from adprune_core.nets import build_model
+
+    model = build_model(
+        "cnn2", list(widths), num_classes=classes, input_size=size, in_channels=channels
+    ).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() // 2
+
+
 def expected_cpu(row, cpu0=2.0, min_cpu=1.0, step=1.0):
-    """``resources.per_round``'s CPUs for the network a report came from, by its own MAC
-    reduction against net0."""
-    return min(cpu0, max(min_cpu, step * math.ceil(cpu0 / row["mac_reduction"] / step - 1e-9)))
+    """The CPUs the README's ``resources.per_round`` rule gives the network a report came from:
+    ``max(min_cpu, ceil_to_step(cpu0 * MACs_i / MACs_0))``, at most net0's ``cpu0``, with the
+    MACs counted on the networks themselves."""
+    ratio = counted_macs(row["widths"]) / counted_macs(row["net0_widths"])
+    return min(cpu0, max(min_cpu, step * math.ceil(cpu0 * ratio / step - 1e-9)))
 
 
 def launch_cli(folder, spec_text, *args, timeout=300, env=None):

@@ -54,7 +54,7 @@ def test_a_real_checkpoint_loads_with_weights_only(tmp_path, real_checkpoint):
 
 def test_a_pickled_object_is_refused_in_one_line(tmp_path, real_checkpoint):
     folder = write(tmp_path / "checkpoint_000001", {**real_checkpoint, "extra": Payload()})
-    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+    with pytest.raises(Exception, match=r"[Ww]eights only load failed"):
         read_checkpoint(folder, "cpu")
     with pytest.raises(RuntimeError) as info:
         load_saved_state(folder, "cpu")

@@ -127,7 +127,9 @@ def test_rounds_restart_on_the_same_actor_and_keep_every_row(tmp_path, one_slot)
     """One slot, three trials: a trial PAUSEd by rho resumes before the next trial starts, on
     the same (reused) worker process, and result.json keeps the report that ended each round."""
     text = SPEC.replace("grid: [0.005, 0.05]", "grid: [0.005, 0.02, 0.05]")
-    proc = launch_cli(tmp_path, text, *one_slot)
+    # The process figures (report_time) ride along only when asked for, as benchmarks do.
+    env = {**os.environ, "ADPRUNE_PROCESS_METRICS": "1"}
+    proc = launch_cli(tmp_path, text, *one_slot, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = list(trial_results(tmp_path).values())
     assert len(results) == 3
