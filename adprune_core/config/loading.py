@@ -7,6 +7,7 @@ file, the file), so the command line can print it as it is and exit 2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -107,6 +108,12 @@ def error_line(cls: type, err: ValidationError) -> str:
     return f"{path or 'spec'}: {message}"
 
 
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    # Building the validator costs more than using it; the scheduler validates every result.
+    return TypeAdapter(cls)
+
+
 def validate_as(cls: type[SpecT], data: Any) -> SpecT:
     """``data`` as ``cls``, or a one-line :class:`SpecError` naming the key path."""
     if data is None:
@@ -114,7 +121,7 @@ def validate_as(cls: type[SpecT], data: Any) -> SpecT:
     if not isinstance(data, Mapping):
         raise SpecError(f"spec: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return TypeAdapter(cls).validate_python(dict(data))
+        return _adapter(cls).validate_python(dict(data))
     except ValidationError as err:
         raise SpecError(error_line(cls, err)) from None
 

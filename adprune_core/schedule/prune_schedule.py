@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from adprune_core.config import ScheduleSpec, training_complexity
+from adprune_core.config import LATENCY_FIELDS, ScheduleSpec, training_complexity
 from adprune_core.data import ArrayDataset, DeviceBatches, load_dataset
 from adprune_core.engine import check_precision, resolve_device
 from adprune_core.nets import PrunableNet, check_widths, cost_report
@@ -119,14 +119,9 @@ class PruneSchedule:
                 profile=closed.profile,
                 epochs_to_rho=closed.epochs_to_rho,
                 latency={
-                    k: v
-                    for k, v in (
-                        ("latency_ms_b1", closed.latency_ms_b1),
-                        ("latency_ms_batch", closed.latency_ms_batch),
-                        ("latency_reduction_b1", closed.latency_reduction_b1),
-                        ("latency_reduction_batch", closed.latency_reduction_batch),
-                    )
-                    if v is not None
+                    key: getattr(closed, key)
+                    for key in LATENCY_FIELDS
+                    if getattr(closed, key) is not None
                 },
             ),
             schedule_done=self.state.done,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adprune_core.config import LATENCY_FIELDS
+from adprune_core.config import LATENCY_FIELDS, net_name
 from adprune_core.schedule.summary import ScheduleSummary
 
 SUMMARY_PREFIX = "final_"
@@ -145,8 +145,6 @@ class DivergedReport:
 
     @property
     def description(self) -> str:
-        from adprune_core.config import net_name
-
         return f"{self.reason} in {net_name(self.phase, self.round)} epoch {self.epoch}"
 
     def to_tune(self) -> dict[str, Any]:
