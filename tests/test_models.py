@@ -108,3 +108,19 @@ def test_the_cli_catalog_names_every_registered_arch():
     from adprune_core.config import BUILTIN_ARCHS
 
     assert sorted(BUILTIN_ARCHS) == sorted(ARCHS)
+
+
+def test_registering_an_arch_name_twice_is_an_error():
+    from adprune_core.nets import register_arch
+
+    before = dict(ARCHS)
+    with pytest.raises(ArchError, match="'vgg19' is already registered"):
+        register_arch(ARCHS["cnn"].__class__("vgg19", "cnn", (4,), ARCHS["cnn"].builder))
+    assert before == ARCHS  # the built-in vgg19 was not replaced
+
+
+def test_builders_take_the_data_shape_by_keyword_only():
+    with pytest.raises(TypeError):
+        build_model("cnn2", [4, 6], 10, 8, 1)  # positional shape arguments could be swapped
+    model = build_model("cnn2", [4, 6], num_classes=3, input_size=8, in_channels=2)
+    assert model(torch.zeros(5, 2, 8, 8)).shape == (5, 3)
