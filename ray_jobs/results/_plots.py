@@ -27,6 +27,17 @@ def use_log_axis(rows: Sequence[NetworkRow], column: str) -> bool:
     return column in LOG_COLUMNS and all(v > 0 for v in values if v == v)
 
 
+def point_labels(
+    front: Sequence[NetworkRow], xs: Sequence[float], ys: Sequence[float]
+) -> dict[tuple[float, float], str]:
+    """One label per drawn point; networks at the same point (trials that trained the same
+    widths to the same accuracy) share it instead of printing over each other."""
+    names: dict[tuple[float, float], list[str]] = {}
+    for row, x, y in zip(front, xs, ys):
+        names.setdefault((x, y), []).append(f"{row.trial} {net_label(row)}")
+    return {point: "\n".join(sorted(labels)) for point, labels in names.items()}
+
+
 def draw_floor(ax: Any, reference: Reference, y_obj: Objective, x_obj: Objective) -> None:
     """The accuracy floor, on whichever axis accuracy is."""
     columns = [o.column for o in reference.objectives]
@@ -54,6 +65,7 @@ def plot_front(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     y_obj, x_obj = objectives[0], objectives[1]
     markers = "osD^v<>pP*Xh"
@@ -83,13 +95,13 @@ def plot_front(
             label="Pareto front",
         )
         ax.scatter(xs, ys, facecolors="none", edgecolors="black", s=90, zorder=3)
-        for row, x, y in zip(front, xs, ys):
-            name = f"{row.trial} {net_label(row)}"
+        for (x, y), name in point_labels(front, xs, ys).items():
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if reference is not None:
         draw_floor(ax, reference, y_obj, x_obj)
     if use_log_axis(rows, x_obj.column):
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     if use_log_axis(rows, y_obj.column):
         ax.set_yscale("log")
     ax.set_xlabel(UNITS[x_obj.column] + f" [{x_obj.sense}]")
