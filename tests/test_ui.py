@@ -310,10 +310,14 @@ def test_one_compare_page_holds_the_trials_of_both_sweeps(two_sweeps, ui_on_both
 @needs_chromium
 def test_the_experiments_sweep_runs_carry_what_sweeps_compare_by(two_sweeps, ui_on_both):
     folder, _, _ = two_sweeps
-    _, links = ui_on_both
+    ui, _ = ui_on_both
     run, _ = sweep_run(client_for(folder), "alpha")
     assert run.data.metrics["hypervolume"] >= 0 and "mac_reduction_at_1pt" in run.data.metrics
-    text = visible_text(render(links["sweeps"], "sweeps-of-experiment", budget_ms=30000))
+    # One such page per experiment; alpha records into adprune-sweep.
+    (url,) = [
+        m["url"] for m in LINK.finditer("\n".join(ui.lines)) if "'adprune-sweep'" in m["label"]
+    ]
+    text = visible_text(render(url, "sweeps-of-experiment", budget_ms=30000))
     lines = [line.strip() for line in text.splitlines()]
     assert "hypervolume" in lines and "mac_reduction_at_1pt" in lines
     assert run.info.run_name in text
