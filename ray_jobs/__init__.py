@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from adprune_core._exports import lazy_exports
 
 if TYPE_CHECKING:
+    from ray_jobs.results import ReferenceSpec
     from ray_jobs.sweep import LaunchOptions, SweepResult
     from ray_jobs.sweep._spec import SweepSpec
 
@@ -46,7 +47,11 @@ __getattr__, __dir__, _lazy_names = lazy_exports(
 __all__ = sorted([*_lazy_names, "launch"])
 
 
-def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> SweepResult:
+def launch(
+    spec: SweepSpec | None,
+    options: LaunchOptions | None = None,
+    reference: ReferenceSpec | None = None,
+) -> SweepResult:
     """Run a sweep of ``spec`` (a :class:`ray_jobs.sweep.SweepSpec`) with Ray Tune, recording
     sweep -> trial -> net[i] runs in MLflow and, at the end, the sweep's accuracy/MAC front
     on its sweep run (with its hypervolume, also logged after every completed trial).
@@ -57,13 +62,21 @@ def launch(spec: SweepSpec | None, options: LaunchOptions | None = None) -> Swee
     :class:`SweepInterrupted`. With ``options.register_as``, the sweep's chosen network (the
     best-accuracy network with a logged model on its accuracy/MAC front) is registered in
     the MLflow Model Registry under that name once the sweep ends.
+
+    ``reference`` (the spec's ``pareto.reference``, e.g. ``parse_reference("accuracy=net0-2")``)
+    sets the point the sweep run's hypervolume is scored against; by default 5 points below
+    the experiment's earliest net0, and 1x MACs.
     """
+    import functools
+
     from ray_jobs.results import register_sweep_choice, sweep_report, trial_end_hypervolume
     from ray_jobs.sweep import launch as launch_sweep
 
-    result = launch_sweep(
-        spec, options, sweep_end_report=sweep_report, trial_end_report=trial_end_hypervolume
-    )
+    end_report, trial_report = sweep_report, trial_end_hypervolume
+    if reference is not None:  # a partial of module functions pickles with the sweep's state
+        end_report = functools.partial(sweep_report, reference=reference)
+        trial_report = functools.partial(trial_end_hypervolume, reference=reference)
+    result = launch_sweep(spec, options, sweep_end_report=end_report, trial_end_report=trial_report)
     if options is not None and options.register_as:
         register_sweep_choice(
             result.tracking_uri, result.experiment, result.sweep_id, options.register_as

@@ -275,6 +275,7 @@ def launch(
     """
     from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
+    from ray_jobs.results import spec_reference
     from ray_jobs.sweep import load_sweep_spec, shipped_code
 
     if spec_path is None and (overrides or not resume):
@@ -295,8 +296,15 @@ def launch(
         register_as=register_as,
     )
     shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
+    spec, reference = None, None
+    if spec_path:
+        spec = load_sweep_spec(spec_path, overrides)
+        try:
+            reference = spec_reference(spec)
+        except SpecError as err:
+            raise SpecError(f"{spec_path}: {err}") from None
     try:
-        launch_sweep(load_sweep_spec(spec_path, overrides) if spec_path else None, options)
+        launch_sweep(spec, options, reference)
     except SweepInterrupted as stop:
         click.echo(str(stop), err=True)
         sys.exit(stop.exit_status)
@@ -309,6 +317,13 @@ EXPERIMENT_OPTION = click.option(
 )
 SWEEP_OPTION = click.option(
     "--sweep", "sweeps", multiple=True, help="Sweep name or id (repeatable; default all)."
+)
+REFERENCE_OPTION = click.option(
+    "--reference",
+    metavar="COLUMN=VALUE,...",
+    help="The hypervolume's reference point: accuracy=net0-5 (points below the baseline net0; "
+    "the default), accuracy=0.93 (absolute), COLUMN=VALUE for other objectives; reductions "
+    "default to 1x.",
 )
 TRACKING_URI_OPTION = click.option(
     "--tracking-uri",
@@ -324,7 +339,13 @@ TRACKING_URI_OPTION = click.option(
     show_default=True,
     help="Interface to bind; anything but loopback exposes the store to the network.",
 )
-@click.option("--sweep", help="Sweep name or id whose trials to compare (default: the latest).")
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    help="Sweep name or id whose trials to compare (repeatable: one compare page holds every "
+    "sweep's trials; default: the latest).",
+)
 @click.option("--experiment", help="Look for the sweep in this experiment only.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the runs page in a browser.")
 @TRACKING_URI_OPTION
@@ -332,7 +353,7 @@ TRACKING_URI_OPTION = click.option(
 def ui(
     port: int,
     host: str,
-    sweep: str | None,
+    sweeps: tuple[str, ...],
     experiment: str | None,
     open_browser: bool,
     tracking_uri: str | None,
@@ -344,7 +365,7 @@ def ui(
     """
     from ray_jobs.results import UiOptions, serve_ui
 
-    options = UiOptions(tracking_uri, host, port, sweep, experiment, open_browser)
+    options = UiOptions(tracking_uri, host, port, sweeps, experiment, open_browser)
     sys.exit(serve_ui(options))
 
 
@@ -366,6 +387,14 @@ def ui(
     default="table",
     show_default=True,
 )
+@click.option(
+    "--by",
+    type=click.Choice(["trial", "sweep"]),
+    default="trial",
+    show_default=True,
+    help="One row per trial (the table adds one row per sweep below), or per sweep only.",
+)
+@REFERENCE_OPTION
 @TRACKING_URI_OPTION
 @user_errors
 def compare(
@@ -374,12 +403,17 @@ def compare(
     sort_by: str,
     desc: bool,
     fmt: str,
+    by: str,
+    reference: str | None,
     tracking_uri: str | None,
 ) -> None:
-    """One row per trial: swept thresholds, final widths, accuracy, MAC reduction, rounds."""
+    """One row per trial: swept thresholds, final widths, accuracy, MAC reduction, rounds;
+    and one row per sweep: its hypervolume against the reference all selected sweeps share,
+    and its MAC reduction at 0.5, 1, 2 and 5 points of accuracy loss."""
     from ray_jobs.results import compare_trials
 
-    click.echo(compare_trials(tracking_uri, experiments, sweeps, sort_by, desc, fmt))
+    text = compare_trials(tracking_uri, experiments, sweeps, sort_by, desc, fmt, by, reference)
+    click.echo(text)
 
 
 @main.command()
@@ -401,6 +435,13 @@ def compare(
     show_default=True,
     help="COLUMN:max|min, comma-separated; the first is the plot's y axis, the second its x.",
 )
+@REFERENCE_OPTION
+@click.option(
+    "--losses",
+    metavar="L1,L2,...",
+    help="Accuracy losses (points against net0) for the reduction-at-loss table "
+    "[default: 0.5,1,2,5].",
+)
 @TRACKING_URI_OPTION
 @user_errors
 def pareto(
@@ -410,12 +451,27 @@ def pareto(
     csv_path: str | None,
     plot_path: str | None,
     objectives: str,
+    reference: str | None,
+    losses: str | None,
     tracking_uri: str | None,
 ) -> None:
-    """Export the accuracy vs OPS-reduction front of every trained network (parquet)."""
-    from ray_jobs.results import export_pareto
+    """Export the accuracy vs OPS-reduction front of every trained network (parquet), and
+    print each sweep's hypervolume against one shared reference and its MAC reduction at
+    each accuracy loss."""
+    from ray_jobs.results import ParetoOptions, export_pareto
 
-    export_pareto(tracking_uri, experiments, sweeps, output, csv_path, plot_path, objectives)
+    options = ParetoOptions(
+        tracking_uri,
+        experiments,
+        sweeps,
+        output,
+        csv_path,
+        plot_path,
+        objectives,
+        reference,
+        losses,
+    )
+    export_pareto(options)
 
 
 @main.command()

@@ -191,8 +191,11 @@ def test_the_sweep_run_logs_the_hypervolume_after_every_trial(finished_study):
         timeout=120,
     )
     assert pareto.returncode == 0, pareto.stderr[-2000:]
-    (line,) = [x for x in pareto.stdout.splitlines() if x.startswith(f"sweep {name} ")]
-    assert f"hypervolume {values[-1]:.4g} (accuracy " in line and "mac_reduction 1)" in line
+    (line,) = [x for x in pareto.stdout.splitlines() if ": hypervolume " in x]
+    assert line.startswith(f"sweep {name} ") and line.endswith(f"hypervolume {values[-1]:.4g}")
+    (ref,) = [x for x in pareto.stdout.splitlines() if x.startswith("hypervolume reference")]
+    accuracy = sweep.data.metrics["hypervolume_ref_accuracy"]
+    assert f"accuracy {accuracy:.4f}, mac_reduction 1x" in ref
 
 
 # ---------------------------------------------------------------------------- hypervolume
@@ -227,20 +230,20 @@ def rows(points, round_index=1):
     ]
 
 
-def test_hypervolume_by_hand_against_the_net0_reference():
-    from ray_jobs.results import parse_objectives
-    from ray_jobs.results._hypervolume import hypervolume, net0_reference
+def test_hypervolume_by_hand_against_five_points_below_net0():
+    from ray_jobs.results import ReferenceSpec, parse_objectives, resolve_reference
+    from ray_jobs.results._hypervolume import hypervolume
 
     objectives = parse_objectives("accuracy:max,mac_reduction:max")
     networks = rows([(0.9, 4.0), (0.8, 10.0), (0.7, 2.0), (0.5, 20.0)])
-    net0s = rows([(0.6, 1.0), (0.65, 1.0)], round_index=0)
-    reference = net0_reference(net0s + networks, objectives)
-    assert list(reference) == [0.6, 1.0]  # the worst net0 accuracy, and 1x MACs
+    net0s = rows([(0.65, 1.0)], round_index=0)
+    reference = resolve_reference(ReferenceSpec(), objectives, net0s + networks)
+    assert reference.point == pytest.approx((0.60, 1.0))  # net0 0.65 - 5 points, and 1x MACs
     # Boxes beyond (0.6, 1): (0.9, 4) gives 0.3 x 3; (0.8, 10) adds 0.2 x 6; (0.7, 2) is
-    # dominated; (0.5, 20) is below the reference accuracy and adds nothing.
-    value = hypervolume(net0s + networks, objectives, reference)
+    # dominated; (0.5, 20) is below the floor and adds nothing; net0 sits at 1x: nothing.
+    value = hypervolume(net0s + networks, objectives, reference.point)
     assert value == pytest.approx(0.3 * 3 + 0.2 * 6)
-    assert hypervolume(net0s, objectives, reference) == 0.0
+    assert hypervolume(net0s, objectives, reference.point) == 0.0
     three = parse_objectives("accuracy:max,mac_reduction:max,training_complexity:min")
     cube = hypervolume(rows([(0.9, 4.0)]), three, np.array([0.5, 1.0, 3.0]))
     assert cube == pytest.approx(0.4 * 3.0 * 2.0)  # training complexity 1 against 3

@@ -282,3 +282,42 @@ def test_sweep_run_has_its_comparison_figure_and_table(two_sweeps, tmp_path):
         assert row["mac_reduction"] == pytest.approx(trial.data.metrics["mac_reduction"], rel=1e-9)
     png = client.download_artifacts(run.info.run_id, "comparison/thresholds.png", tmp_path)
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def ui_on_both(two_sweeps):
+    folder, _, _ = two_sweeps
+    ui = UiProcess(folder, "--sweep", "alpha", "--sweep", "beta")
+    yield ui, ui.links()
+    ui.stop()
+
+
+@needs_chromium
+def test_one_compare_page_holds_the_trials_of_both_sweeps(two_sweeps, ui_on_both):
+    folder, _, _ = two_sweeps
+    ui, links = ui_on_both
+    client = client_for(folder)
+    trials = sweep_run(client, "alpha")[1] + sweep_run(client, "beta")[1]
+    assert len(trials) == 3  # alpha's two and beta's one
+    assert any("compare sweeps 'alpha', 'beta' (3 trials)" in line for line in ui.lines)
+    runs = json.loads(unquote(re.search(r"runs=([^&]+)", links["compare"])[1]))
+    assert sorted(runs) == sorted(t.info.run_id for t in trials)
+    text = visible_text(render(links["compare"], "compare-alpha-beta"))
+    for trial in trials:
+        assert trial.data.tags["trial_id"] in text
+
+
+@needs_chromium
+def test_the_experiments_sweep_runs_carry_what_sweeps_compare_by(two_sweeps, ui_on_both):
+    folder, _, _ = two_sweeps
+    ui, _ = ui_on_both
+    run, _ = sweep_run(client_for(folder), "alpha")
+    assert run.data.metrics["hypervolume"] >= 0 and "mac_reduction_at_1pt" in run.data.metrics
+    # One such page per experiment; alpha records into adprune-sweep.
+    (url,) = [
+        m["url"] for m in LINK.finditer("\n".join(ui.lines)) if "'adprune-sweep'" in m["label"]
+    ]
+    text = visible_text(render(url, "sweeps-of-experiment", budget_ms=30000))
+    lines = [line.strip() for line in text.splitlines()]
+    assert "hypervolume" in lines and "mac_reduction_at_1pt" in lines
+    assert run.info.run_name in text

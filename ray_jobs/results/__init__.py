@@ -8,9 +8,13 @@ plots, and ``ui``.
   (:func:`sweep_front`).
 - ``_comparison``: each sweep's threshold comparison, and with its front the sweep-end
   report handed to the recorder (:func:`sweep_report`).
-- ``_hypervolume``: the front's hypervolume against each sweep's net0
-  (:func:`sweep_hypervolumes`; :func:`trial_end_hypervolume`, handed to the recorder to log
+- ``_reference``: the reference point (:class:`ReferenceSpec`, :func:`parse_reference`,
+  :func:`resolve_reference`): by default 5 points below the baseline net0, 1x reductions.
+- ``_hypervolume``: the front's hypervolume against one shared reference (moocore;
+  :func:`sweep_hypervolumes`; :func:`trial_end_hypervolume`, handed to the recorder to log
   after every completed trial).
+- ``_loss``: the best MAC reduction at each accuracy loss (:func:`reductions_at_loss`).
+- ``_sweep_rows``: ``compare``'s one row per sweep.
 - ``_plots``: the front as a PNG.
 - ``_ui``: the MLflow UI over the store (:func:`serve_ui`).
 - ``_models``: logged networks back out: ``register`` into the Model Registry
@@ -48,6 +52,15 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "sweep_report": "._comparison",
         "SweepReport": "._comparison",
         "plot_comparison": "._comparison",
+        "ParetoOptions": "._export",
+        "spec_reference": "._spec_reference",
+        "ReferenceSpec": "._reference",
+        "Reference": "._reference",
+        "parse_reference": "._reference",
+        "parse_losses": "._reference",
+        "resolve_reference": "._reference",
+        "reductions_at_loss": "._loss",
+        "ReductionAtLoss": "._loss",
         "hypervolume": "._hypervolume",
         "sweep_hypervolumes": "._hypervolume",
         "trial_end_hypervolume": "._hypervolume",

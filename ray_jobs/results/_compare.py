@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from adprune_core.schedule import format_table, short_widths
-from ray_jobs.results._records import TrialRow, existing_store, load_trials
+from ray_jobs.results._records import TrialRow, existing_store, load_networks, load_trials
+from ray_jobs.results._reference import parse_reference
+from ray_jobs.results._sweep_rows import shared_reference, sweep_records, sweeps_text
 from ray_jobs.tracking.store import TrackingError
 
 FIXED_SORT_KEYS = (
@@ -126,23 +128,59 @@ def compare_trials(
     sort_by: str,
     desc: bool,
     fmt: str,
+    by: str = "trial",
+    reference: str | None = None,
 ) -> str:
+    """One row per trial (``by="trial"``; the table also gets one row per sweep below), or
+    one row per sweep (``by="sweep"``)."""
+    spec = parse_reference(reference)
     _, client = existing_store(option)
     rows = load_trials(client, experiments, sweeps)
+    if by == "sweep":
+        return compare_sweeps(client, experiments, sweeps, rows, spec, fmt)
     keys = hyper_keys(rows)
     rows = sorted_trials(rows, sort_column(sort_by, keys), desc)
     if fmt == "json":
         return json.dumps([trial_record(r, keys) for r in rows], indent=2)
     if fmt == "csv":
-        out = io.StringIO()
-        records = [trial_record(r, keys) for r in rows]
-        fields = list(records[0]) if records else ["experiment", "sweep", "trial"]
-        writer = csv.DictWriter(out, fieldnames=fields)
-        writer.writeheader()
-        for record in records:
-            record["final_widths"] = json.dumps(record["final_widths"])
-            writer.writerow(record)
-        return out.getvalue().rstrip("\n")
+        return csv_text([trial_record(r, keys) for r in rows])
     if not rows:
         return "no trials recorded in the selected experiments and sweeps"
-    return table_text(rows, keys) + f"\n{len(rows)} trials"
+    text = table_text(rows, keys) + f"\n{len(rows)} trials"
+    networks = load_networks(client, experiments, sweeps)
+    if networks:
+        reference = shared_reference(networks, spec)
+        text += "\n\n" + sweeps_text(sweep_records(networks, rows, reference), reference)
+    return text
+
+
+def csv_text(records: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    fields = list(records[0]) if records else ["experiment", "sweep", "trial"]
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for record in records:
+        if "final_widths" in record:
+            record["final_widths"] = json.dumps(record["final_widths"])
+        writer.writerow(record)
+    return out.getvalue().rstrip("\n")
+
+
+def compare_sweeps(
+    client: Any,
+    experiments: Sequence[str],
+    sweeps: Sequence[str],
+    trials: Sequence[TrialRow],
+    spec: Any,
+    fmt: str,
+) -> str:
+    networks = load_networks(client, experiments, sweeps)
+    if not networks:
+        return "no trained networks recorded in the selected experiments and sweeps"
+    reference = shared_reference(networks, spec)
+    records = sweep_records(networks, trials, reference)
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if fmt == "csv":
+        return csv_text(records)
+    return sweeps_text(records, reference)

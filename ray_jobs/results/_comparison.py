@@ -1,7 +1,8 @@
 """A sweep's threshold comparison, attached to its sweep run when it ends: for each swept key,
 the chosen network's accuracy and MAC reduction against the key's value (one marker per
-trial), as ``comparison/thresholds.png`` and as the MLflow table
-``comparison/trials.json``, which the UI shows in the run's artifact view."""
+trial), and below them the best MAC reduction at each accuracy loss with the network that
+reaches it, as ``comparison/thresholds.png``; and the MLflow table ``comparison/trials.json``,
+which the UI shows in the run's artifact view."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ray_jobs.results._export import sweep_front
-from ray_jobs.results._records import TrialRow, load_trials
+from ray_jobs.results._hypervolume import experiment_baseline, sweep_reference_spec
+from ray_jobs.results._loss import ReductionAtLoss, net_label, reductions_at_loss
+from ray_jobs.results._records import TrialRow, load_networks, load_trials
+from ray_jobs.results._reference import ReferenceSpec
 
 TABLE_FILE = "comparison/trials.json"
 FIGURE_FOLDER = "comparison"
@@ -57,16 +61,38 @@ def axis_positions(values: Sequence[Any]) -> tuple[list[float], list[str] | None
     return [float(labels.index(str(v))) for v in values], labels
 
 
-def plot_comparison(trials: Sequence[TrialRow], keys: Sequence[str], path: Path) -> Path:
-    """A row per swept key: accuracy (left) and MAC reduction (right) against its value."""
+def plot_losses(ax: Any, found: Sequence[ReductionAtLoss]) -> None:
+    """The best MAC reduction at each loss, each bar labelled with the network reaching it."""
+    shown = [f for f in found if f.network is not None]
+    xs = [f"{f.loss_points:g} pt" for f in shown]
+    ys = [f.network.mac_reduction for f in shown]
+    ax.bar(xs, ys, color="tab:green", alpha=0.7)
+    for x, f in zip(xs, shown):
+        label = f"{f.network.trial} {net_label(f.network)}\n{100 * f.network.accuracy:.1f}%"
+        ax.annotate(label, (x, f.network.mac_reduction), ha="center", va="bottom", fontsize=7)
+    ax.set_xlabel("accuracy loss against net0 (points)")
+    ax.set_ylabel("best MAC reduction [x]")
+    ax.set_title("MAC reduction at a given accuracy loss", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def plot_comparison(
+    trials: Sequence[TrialRow],
+    keys: Sequence[str],
+    path: Path,
+    losses: Sequence[ReductionAtLoss] = (),
+) -> Path:
+    """A row per swept key: accuracy (left) and MAC reduction (right) against its value; a
+    last row with the MAC reduction at each accuracy loss."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [t for t in trials if t.accuracy is not None and t.mac_reduction is not None]
+    rows = len(keys) + (1 if losses else 0)
     fig, axes = plt.subplots(
-        len(keys), 2, figsize=(10, 3.2 * len(keys)), squeeze=False, constrained_layout=True
+        rows, 2, figsize=(10, 3.2 * rows), squeeze=False, constrained_layout=True
     )
     for row, key in enumerate(keys):
         members = [t for t in done if key in t.hyperparams]
@@ -87,6 +113,9 @@ def plot_comparison(trials: Sequence[TrialRow], keys: Sequence[str], path: Path)
             ax.set_xlabel(key)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
+    if losses:
+        plot_losses(axes[-1][0], losses)
+        axes[-1][1].axis("off")
     fig.suptitle(f"{len(done)} trials: the chosen network of each, against the swept keys")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -95,16 +124,25 @@ def plot_comparison(trials: Sequence[TrialRow], keys: Sequence[str], path: Path)
 
 
 def sweep_report(
-    client: Any, experiment: str, sweep_id: str, tracking_uri: str, folder: Path
+    client: Any,
+    experiment: str,
+    sweep_id: str,
+    tracking_uri: str,
+    folder: Path,
+    reference: ReferenceSpec | None = None,
 ) -> SweepReport:
-    """The sweep's front (:func:`sweep_front`) and its threshold comparison."""
-    front = sweep_front(client, experiment, sweep_id, tracking_uri, folder)
+    """The sweep's front (:func:`sweep_front`, against the experiment's shared reference) and
+    its threshold comparison with the MAC reduction at each loss."""
+    spec = reference or sweep_reference_spec(client, experiment, sweep_id)
+    baseline = experiment_baseline(client, experiment)
+    front = sweep_front(client, experiment, sweep_id, tracking_uri, folder, spec, baseline)
     trials = load_trials(client, [experiment], [sweep_id])
     keys = swept_keys(trials)
     if not trials:
         return SweepReport(front.metrics, front.files, {})
     files = list(front.files)
-    if keys:
-        figure = plot_comparison(trials, keys, folder / "thresholds.png")
+    losses = reductions_at_loss(load_networks(client, [experiment], sweep_id=sweep_id))
+    if keys or any(found.network is not None for found in losses):
+        figure = plot_comparison(trials, keys, folder / "thresholds.png", losses)
         files.append((figure, FIGURE_FOLDER))
     return SweepReport(front.metrics, files, {TABLE_FILE: comparison_table(trials, keys)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,9 +20,18 @@ from ray_jobs.results._front import (
     ordered,
     parse_objectives,
 )
-from ray_jobs.results._hypervolume import sweep_hypervolumes
+from ray_jobs.results._hypervolume import by_sweep, sweep_hypervolumes
+from ray_jobs.results._loss import loss_heading, loss_table, reductions_at_loss
 from ray_jobs.results._plots import plot_front
 from ray_jobs.results._records import LATENCY_COLUMNS, NetworkRow, existing_store, load_networks
+from ray_jobs.results._reference import (
+    Baseline,
+    Reference,
+    ReferenceSpec,
+    parse_losses,
+    parse_reference,
+    resolve_reference,
+)
 from ray_jobs.tracking.store import TrackingError
 
 
@@ -73,9 +82,13 @@ def arrow_schema(hyper: dict[str, Any], metadata: dict[str, str]) -> Any:
 
 
 def front_table(
-    rows: Sequence[NetworkRow], objectives: Sequence[Objective], source: dict[str, Any]
+    rows: Sequence[NetworkRow],
+    objectives: Sequence[Objective],
+    source: dict[str, Any],
+    reference: Reference | None = None,
 ) -> Any:
-    """One row per network, front first, typed; objectives and source in the schema metadata."""
+    """One row per network, front first, typed; objectives, the reference point and the
+    source in the schema metadata."""
     import pyarrow as pa
 
     mask = front_mask(rows, objectives)
@@ -87,10 +100,15 @@ def front_table(
         "adprune.source": json.dumps(source),
         "adprune.created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if reference is not None:
+        metadata["adprune.reference"] = json.dumps(
+            {o.column: v for o, v in zip(reference.objectives, reference.point)}
+        )
+        metadata["adprune.reference_text"] = reference.describe()
     schema = arrow_schema(hyper, metadata)
     records = []
     for row, on_front in ordered(rows, mask, objectives):
-        record = {k: v for k, v in asdict(row).items() if k != "hyperparams"}
+        record = {k: v for k, v in asdict(row).items() if k not in ("hyperparams", "end_time")}
         record.update({key: row.hyperparams.get(key) for key in hyper})
         if hyper:
             for key, tp in hyper.items():
@@ -131,41 +149,72 @@ def check_output(path: str, suffix: str, option: str) -> Path:
     return target
 
 
-def export_pareto(
-    option: str | None,
-    experiments: Sequence[str],
-    sweeps: Sequence[str],
-    output: str,
-    csv_path: str | None,
-    plot_path: str | None,
-    objectives_text: str,
-) -> None:
-    objectives = parse_objectives(objectives_text)
-    parquet_file = check_output(output, ".parquet", "-o")
-    csv_file = check_output(csv_path, ".csv", "--csv") if csv_path else None
-    png_file = check_output(plot_path, ".png", "--plot") if plot_path else None
-    uri, client = existing_store(option)
-    networks = load_networks(client, experiments, sweeps)
+@dataclass(frozen=True)
+class ParetoOptions:
+    """``pareto``'s options, as given on the command line."""
+
+    tracking_uri: str | None = None
+    experiments: Sequence[str] = ()
+    sweeps: Sequence[str] = ()
+    output: str = "pareto.parquet"
+    csv_path: str | None = None
+    plot_path: str | None = None
+    objectives: str = DEFAULT_OBJECTIVES
+    reference: str | None = None
+    losses: str | None = None
+
+
+def export_pareto(options: ParetoOptions) -> None:
+    """Write the front, and print it with the shared reference, each sweep's hypervolume and
+    each sweep's reduction at the given losses."""
+    objectives = parse_objectives(options.objectives)
+    spec = parse_reference(options.reference)
+    losses = parse_losses(options.losses)
+    parquet_file = check_output(options.output, ".parquet", "-o")
+    csv_file = check_output(options.csv_path, ".csv", "--csv") if options.csv_path else None
+    png_file = check_output(options.plot_path, ".png", "--plot") if options.plot_path else None
+    uri, client = existing_store(options.tracking_uri)
+    networks = load_networks(client, options.experiments, options.sweeps)
     if not networks:
         raise TrackingError("no trained networks recorded in the selected experiments and sweeps")
-    source = {"tracking_uri": uri, "experiments": list(experiments), "sweeps": list(sweeps)}
-    table = front_table(networks, objectives, source)
-    write_parquet(table, parquet_file)
-    written = [str(parquet_file)]
+    reference = resolve_reference(spec, objectives, networks)
+    source = {
+        "tracking_uri": uri,
+        "experiments": list(options.experiments),
+        "sweeps": list(options.sweeps),
+    }
+    table = front_table(networks, objectives, source, reference)
+    written = [str(write_parquet(table, parquet_file))]
     if csv_file:
         written.append(str(write_csv(table, csv_file)))
     mask = front_mask(networks, objectives)
     if png_file:
-        written.append(str(plot_front(networks, mask, objectives, png_file)))
+        written.append(str(plot_front(networks, mask, objectives, png_file, reference)))
     front = [row for row, on in ordered(networks, mask, objectives) if on]
-    sweep_count = len({(n.experiment, n.sweep_id) for n in networks})
     click.echo(front_text(front, objectives))
-    for volume in sweep_hypervolumes(networks, objectives):
-        click.echo(f"{volume}")
+    click.echo(scores_text(networks, objectives, reference, losses))
+    sweep_count = len({(n.experiment, n.sweep_id) for n in networks})
     click.echo(
         f"{len(networks)} networks from {sweep_count} sweep(s), {len(front)} on the front "
         f"({', '.join(str(o) for o in objectives)}) -> {', '.join(written)}"
     )
+
+
+def scores_text(
+    networks: Sequence[NetworkRow],
+    objectives: Sequence[Objective],
+    reference: Reference,
+    losses: Sequence[float],
+) -> str:
+    """The shared reference, each sweep's hypervolume against it, and its loss table."""
+    groups = by_sweep(networks)
+    shared = f"shared by {len(groups)} sweeps" if len(groups) > 1 else "of 1 sweep"
+    lines = [f"hypervolume reference ({shared}): {reference.describe()}"]
+    lines += [str(volume) for volume in sweep_hypervolumes(networks, objectives, reference)]
+    for (sweep, sweep_id), members in groups.items():
+        lines.append(loss_heading(sweep, sweep_id, members))
+        lines.append(loss_table(reductions_at_loss(members, losses)))
+    return "\n".join(lines)
 
 
 def front_text(front: Sequence[Any], objectives: Sequence[Any]) -> str:
@@ -194,7 +243,13 @@ class SweepFront(NamedTuple):
 
 
 def sweep_front(
-    client: Any, experiment: str, sweep_id: str, tracking_uri: str, folder: Path
+    client: Any,
+    experiment: str,
+    sweep_id: str,
+    tracking_uri: str,
+    folder: Path,
+    spec: ReferenceSpec | None = None,
+    baseline: Baseline | None = None,
 ) -> SweepFront:
     """The sweep's networks on the default accuracy/MAC front: their count, the front's size,
     its best accuracy and MAC reduction, and the front as ``pareto/pareto.parquet`` and
@@ -202,6 +257,7 @@ def sweep_front(
     completed trial instead (:func:`~ray_jobs.results.trial_end_hypervolume`)."""
     networks = load_networks(client, [experiment], sweep_id=sweep_id)
     objectives = parse_objectives(DEFAULT_OBJECTIVES)
+    reference = resolve_reference(spec or ReferenceSpec(), objectives, networks, baseline)
     mask = front_mask(networks, objectives)
     front = [n for n, on in zip(networks, mask) if on]
     metrics: dict[str, float] = {"networks": len(networks), "front_size": len(front)}
@@ -211,6 +267,7 @@ def sweep_front(
     if not networks:
         return SweepFront(metrics, [])
     source = {"tracking_uri": tracking_uri, "experiments": [experiment], "sweeps": [sweep_id]}
-    parquet = write_parquet(front_table(networks, objectives, source), folder / "pareto.parquet")
-    png = plot_front(networks, mask, objectives, folder / "pareto.png")
+    table = front_table(networks, objectives, source, reference)
+    parquet = write_parquet(table, folder / "pareto.parquet")
+    png = plot_front(networks, mask, objectives, folder / "pareto.png", reference)
     return SweepFront(metrics, [(parquet, "pareto"), (png, "pareto")])

@@ -1,11 +1,11 @@
-"""The hypervolume of a sweep's front: one number to compare sweeps by.
+"""The hypervolume of a front: one number to compare sweeps by.
 
-The region of objective space that the sweep's networks dominate, bounded by a reference
-point taken from the sweep's own net0s: for each objective, the worst value any net0 of the
-sweep reached (for accuracy, the lowest net0 accuracy; for MAC and parameter reduction, 1x).
-A network adds to it only where it beats that point on every objective, i.e. where it is
-better than an unpruned network on all counts. Computed exactly with Optuna's hypervolume
-(the one its multi-objective samplers use).
+The region of objective space the networks dominate, bounded by a reference point
+(:mod:`ray_jobs.results._reference`: by default 5 points below the baseline net0's accuracy,
+and 1x for reductions). Computed exactly by ``moocore.hypervolume``, a maintained public API
+from the authors of the standard hypervolume algorithms. Sweeps scored together share one
+reference point: one ``pareto`` over several sweeps, and the sweep runs of one experiment
+(whose baseline is the experiment's earliest net0).
 """
 
 from __future__ import annotations
@@ -17,88 +17,111 @@ from typing import Any
 
 import numpy as np
 
-from ray_jobs.results._front import DEFAULT_OBJECTIVES, Objective, objective_matrix
-from ray_jobs.results._records import NetworkRow, load_networks
+from ray_jobs.results._front import DEFAULT_OBJECTIVES, Objective, parse_objectives
+from ray_jobs.results._loss import loss_metrics
+from ray_jobs.results._records import NetworkRow, all_runs, load_networks, network_row
+from ray_jobs.results._reference import (
+    Baseline,
+    Reference,
+    ReferenceSpec,
+    baseline_of,
+    reference_from_params,
+    resolve_reference,
+)
+from ray_jobs.tracking.keys import CLOSED_TAG, KIND_TAG, NET_KIND, SWEEP_KIND
+from ray_jobs.tracking.store import experiment_ids
 
 
 @dataclass(frozen=True)
 class SweepHypervolume:
     sweep: str
     sweep_id: str
-    value: float  # NaN when the sweep has no net0 to take a reference point from
-    reference: dict[str, float]
+    value: float  # NaN when there is no net0 to hang the accuracy floor from
 
     def __str__(self) -> str:
-        where = ", ".join(f"{k} {v:.4g}" for k, v in self.reference.items())
-        return f"sweep {self.sweep} ({self.sweep_id[:8]}): hypervolume {self.value:.4g} ({where})"
-
-
-def net0_reference(rows: Sequence[NetworkRow], objectives: Sequence[Objective]) -> np.ndarray:
-    """Per objective, the worst value any net0 (search round 0) among ``rows`` reached."""
-    net0 = [r for r in rows if r.phase == "search" and r.round == 0]
-    if not net0:
-        return np.full(len(objectives), math.nan)
-    signed = objective_matrix(net0, objectives)  # larger is better in every column
-    signs = np.array([1.0 if o.sense == "max" else -1.0 for o in objectives])
-    return np.nanmin(signed, axis=0) * signs
+        return f"sweep {self.sweep} ({self.sweep_id[:8]}): hypervolume {self.value:.4g}"
 
 
 def hypervolume(
-    rows: Sequence[NetworkRow], objectives: Sequence[Objective], reference: np.ndarray
+    rows: Sequence[NetworkRow], objectives: Sequence[Objective], point: Sequence[float]
 ) -> float:
-    """The volume ``rows`` dominate beyond ``reference`` (in the objectives' own units)."""
-    from optuna._hypervolume import compute_hypervolume
+    """The volume ``rows`` dominate beyond ``point``, in the objectives' own units."""
+    import moocore
 
-    signs = np.array([1.0 if o.sense == "max" else -1.0 for o in objectives])
-    bound = np.asarray(reference, dtype=float) * signs
-    if np.isnan(bound).any():
+    ref = np.asarray(point, dtype=float)
+    if np.isnan(ref).any():
         return math.nan
-    signed = objective_matrix(rows, objectives)
-    valid = ~np.isnan(signed).any(axis=1)
-    beyond = signed[valid & (signed >= bound).all(axis=1)]
-    # Optuna minimizes: the negated points and bound.
-    return float(compute_hypervolume(-beyond, -bound)) if len(beyond) else 0.0
+    values = np.array(
+        [[float(getattr(r, o.column)) for o in objectives] for r in rows], dtype=float
+    ).reshape(len(rows), len(objectives))
+    signs = np.array([1.0 if o.sense == "max" else -1.0 for o in objectives])
+    # Only points strictly better than the reference on every objective enclose any volume.
+    beyond = values[~np.isnan(values).any(axis=1) & (values * signs > ref * signs).all(axis=1)]
+    if not len(beyond):
+        return 0.0
+    maximise = [o.sense == "max" for o in objectives]
+    return float(moocore.hypervolume(beyond, ref=ref, maximise=maximise))
+
+
+def by_sweep(rows: Sequence[NetworkRow]) -> dict[tuple[str, str], list[NetworkRow]]:
+    groups: dict[tuple[str, str], list[NetworkRow]] = {}
+    for row in rows:
+        groups.setdefault((row.sweep, row.sweep_id), []).append(row)
+    return dict(sorted(groups.items()))
 
 
 def sweep_hypervolumes(
-    rows: Sequence[NetworkRow], objectives: Sequence[Objective]
+    rows: Sequence[NetworkRow], objectives: Sequence[Objective], reference: Reference
 ) -> list[SweepHypervolume]:
-    """One hypervolume per sweep among ``rows``, each against its own net0 reference."""
-    by_sweep: dict[tuple[str, str], list[NetworkRow]] = {}
-    for row in rows:
-        by_sweep.setdefault((row.sweep, row.sweep_id), []).append(row)
-    found = []
-    for (sweep, sweep_id), members in sorted(by_sweep.items()):
-        reference = net0_reference(members, objectives)
-        found.append(
-            SweepHypervolume(
-                sweep,
-                sweep_id,
-                hypervolume(members, objectives, reference),
-                {o.column: float(v) for o, v in zip(objectives, reference)},
-            )
-        )
-    return found
+    """One hypervolume per sweep among ``rows``, every one against the same ``reference``."""
+    return [
+        SweepHypervolume(sweep, sweep_id, hypervolume(members, objectives, reference.point))
+        for (sweep, sweep_id), members in by_sweep(rows).items()
+    ]
 
 
-def default_objectives() -> list[Objective]:
-    from ray_jobs.results._front import parse_objectives
+def experiment_baseline(client: Any, experiment: str) -> Baseline | None:
+    """The experiment's earliest closed net0: the baseline its sweep runs share."""
+    ids = experiment_ids(client, (experiment,))
+    where = (
+        f"tags.`{KIND_TAG}` = '{NET_KIND}' and tags.`{CLOSED_TAG}` = 'true' "
+        "and params.round = '0' and params.phase = 'search'"
+    )
+    runs = client.search_runs(
+        list(ids.values()), where, max_results=1, order_by=["attributes.end_time ASC"]
+    )
+    return baseline_of(network_row(runs[0], experiment, {})) if runs else None
 
-    return parse_objectives(DEFAULT_OBJECTIVES)
+
+def sweep_reference_spec(client: Any, experiment: str, sweep_id: str) -> ReferenceSpec:
+    """The spec's ``pareto.reference``, from the sweep run's params (default when absent)."""
+    ids = experiment_ids(client, (experiment,))
+    where = f"tags.`{KIND_TAG}` = '{SWEEP_KIND}' and tags.sweep_id = '{sweep_id}'"
+    runs = all_runs(client, ids.values(), where)
+    return reference_from_params(runs[0].data.params) if runs else ReferenceSpec()
 
 
-def sweep_front_hypervolume(rows: Sequence[NetworkRow]) -> dict[str, float]:
-    """The accuracy/MAC front's hypervolume and its reference point, as sweep-run metrics."""
-    objectives = default_objectives()
-    reference = net0_reference(rows, objectives)
-    value = hypervolume(rows, objectives, reference)
-    if math.isnan(value):  # no network trained yet (e.g. every trial so far diverged)
+def sweep_progress(
+    rows: Sequence[NetworkRow], spec: ReferenceSpec, baseline: Baseline | None
+) -> dict[str, float]:
+    """The sweep run's metrics over ``rows``: the accuracy/MAC front's hypervolume against
+    the shared reference, its coordinates, and the MAC reduction at each loss."""
+    objectives = parse_objectives(DEFAULT_OBJECTIVES)
+    reference = resolve_reference(spec, objectives, rows, baseline)
+    value = hypervolume(rows, objectives, reference.point)
+    if math.isnan(value):  # no net0 trained yet (e.g. every trial so far diverged)
         return {"hypervolume": 0.0}
     metrics = {"hypervolume": value}
-    metrics.update({f"hypervolume_ref_{o.column}": float(v) for o, v in zip(objectives, reference)})
+    metrics.update({f"hypervolume_ref_{o.column}": v for o, v in zip(objectives, reference.point)})
+    metrics.update(loss_metrics(rows))
     return metrics
 
 
-def trial_end_hypervolume(client: Any, experiment: str, sweep_id: str) -> dict[str, float]:
-    """What the sweep run logs after each completed trial: the front's hypervolume so far."""
-    return sweep_front_hypervolume(load_networks(client, [experiment], sweep_id=sweep_id))
+def trial_end_hypervolume(
+    client: Any, experiment: str, sweep_id: str, reference: ReferenceSpec | None = None
+) -> dict[str, float]:
+    """What the sweep run logs after each completed trial: the front's hypervolume so far
+    (against the experiment's shared reference) and the MAC reduction at each loss."""
+    rows = load_networks(client, [experiment], sweep_id=sweep_id)
+    spec = reference or sweep_reference_spec(client, experiment, sweep_id)
+    return sweep_progress(rows, spec, experiment_baseline(client, experiment))

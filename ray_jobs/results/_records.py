@@ -75,6 +75,8 @@ class NetworkRow:
     latency_reduction_batch: float = math.nan
     # The network's logged MLflow model (models:/<id>); None where record.models left it out.
     model_uri: str | None = None
+    # When its run closed (ms since the epoch): the earliest net0 is the scoring baseline.
+    end_time: int = 0
 
 
 @dataclass
@@ -225,4 +227,5 @@ def network_row(run: Any, experiment: str, hyperparams: dict[str, Any]) -> Netwo
         hyperparams=hyperparams,
         **{key: metrics.get(key, math.nan) for key in LATENCY_COLUMNS},
         model_uri=tags.get(MODEL_TAG) or None,
+        end_time=int(run.info.end_time or 0),
     )

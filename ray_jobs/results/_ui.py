@@ -16,7 +16,7 @@ import click
 
 from ray_jobs.results._records import existing_store
 from ray_jobs.results._server import OwnedServer, ServerDied
-from ray_jobs.results._view import share_sweep_view
+from ray_jobs.results._view import share_sweep_view, share_sweeps_view
 from ray_jobs.tracking.keys import KIND_TAG, SWEEP_KIND, TRIAL_KIND
 from ray_jobs.tracking.store import (
     TrackingError,
@@ -36,7 +36,7 @@ class UiOptions:
     tracking_uri: str | None = None
     host: str = "127.0.0.1"
     port: int = 5000
-    sweep: str | None = None
+    sweeps: tuple[str, ...] = ()  # none: the latest sweep
     experiment: str | None = None
     open_browser: bool = False
     ready_timeout_s: float = 120.0
@@ -79,40 +79,70 @@ def trial_run_ids(client: Any, sweep_run: Any) -> list[str]:
     return [r.info.run_id for r in runs]
 
 
-def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+def compare_url(base: str, experiment_ids: list[str], run_ids: list[str]) -> str:
     runs = quote(json.dumps(run_ids, separators=(",", ":")))
-    experiments = quote(json.dumps([experiment_id], separators=(",", ":")))
+    experiments = quote(json.dumps(experiment_ids, separators=(",", ":")))
     return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
 
 
+def selected_sweep_runs(client: Any, ids: list[str], sweeps: tuple[str, ...]) -> list[Any]:
+    """The sweep runs ``--sweep`` names, in its order, else the most recent one."""
+    if not sweeps:
+        latest = latest_sweep_run(client, ids, None)
+        return [latest] if latest is not None else []
+    return [latest_sweep_run(client, ids, sweep) for sweep in dict.fromkeys(sweeps)]
+
+
+def sweep_label(sweep_run: Any) -> str:
+    return sweep_run.data.tags.get("sweep", sweep_run.info.run_name)
+
+
+def compare_link(client: Any, base: str, sweep_runs: list[Any]) -> UiLink | None:
+    """One compare page holding the trials of every selected sweep."""
+    trials = [run_id for run in sweep_runs for run_id in trial_run_ids(client, run)]
+    if not trials:
+        return None
+    experiments = list(dict.fromkeys(run.info.experiment_id for run in sweep_runs))
+    names = ", ".join(f"'{sweep_label(run)}'" for run in sweep_runs)
+    what = "sweeps" if len(sweep_runs) > 1 else "sweep"
+    return UiLink(
+        f"compare {what} {names} ({len(trials)} trials)", compare_url(base, experiments, trials)
+    )
+
+
 def ui_links(client: Any, base: str, options: UiOptions) -> list[UiLink]:
-    """The pages that matter, first the one ``--open`` opens: the latest (or ``--sweep``)
-    sweep's trials in the runs table (its shared view) and as charts, the same trials on the
-    compare page, and that sweep's run."""
+    """The pages that matter, first the one ``--open`` opens: the first selected (or the
+    latest) sweep's trials in the runs table (its shared view) and as charts, the trials of
+    every selected sweep on one compare page, each experiment's sweep runs with what sweeps
+    compare by (hypervolume, MAC reduction at 1 point of loss), and each sweep's run."""
     names = [options.experiment] if options.experiment else []
     ids = experiment_ids(client, names)
-    sweep_run = latest_sweep_run(client, list(ids.values()), options.sweep)
-    if sweep_run is None:
+    sweep_runs = selected_sweep_runs(client, list(ids.values()), options.sweeps)
+    if not sweep_runs:
         return [UiLink("experiments", f"{base}/#/experiments")]
-    experiment_id = sweep_run.info.experiment_id
+    first = sweep_runs[0]
+    experiment_id = first.info.experiment_id
     mark_model_training(client, client.get_experiment(experiment_id))
-    sweep_name = sweep_run.data.tags.get("sweep", sweep_run.info.run_name)
-    view = share_sweep_view(client, experiment_id, sweep_run)
+    view = share_sweep_view(client, experiment_id, first)
     runs_page = (
         f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_QUERY}&viewStateShareKey={view}"
     )
-    links = [UiLink(f"runs of sweep '{sweep_name}'", runs_page)]
-    links.append(UiLink(f"charts of sweep '{sweep_name}'", f"{runs_page}&compareRunsMode=CHART"))
-    trials = trial_run_ids(client, sweep_run)
-    if trials:
-        links.append(
-            UiLink(
-                f"compare sweep '{sweep_name}' ({len(trials)} trials)",
-                compare_url(base, experiment_id, trials),
-            )
-        )
-    run_page = f"{base}/#/experiments/{experiment_id}/runs/{sweep_run.info.run_id}"
-    links.append(UiLink(f"sweep run '{sweep_name}'", run_page))
+    links = [UiLink(f"runs of sweep '{sweep_label(first)}'", runs_page)]
+    links.append(
+        UiLink(f"charts of sweep '{sweep_label(first)}'", f"{runs_page}&compareRunsMode=CHART")
+    )
+    compare = compare_link(client, base, sweep_runs)
+    if compare is not None:
+        links.append(compare)
+    for exp_id in dict.fromkeys(run.info.experiment_id for run in sweep_runs):
+        mark_model_training(client, client.get_experiment(exp_id))
+        key = share_sweeps_view(client, exp_id)
+        page = f"{base}/#/experiments/{exp_id}/runs?{MODEL_TRAINING_QUERY}&viewStateShareKey={key}"
+        name = client.get_experiment(exp_id).name
+        links.append(UiLink(f"sweeps of experiment '{name}' (hypervolume, @1pt)", page))
+    for run in sweep_runs:
+        page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        links.append(UiLink(f"sweep run '{sweep_label(run)}'", page))
     return links
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ray_jobs.tracking.keys import KIND_TAG, TRIAL_KIND
+from ray_jobs.tracking.keys import KIND_TAG, SWEEP_KIND, TRIAL_KIND
 
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 RESULT_METRICS = ("accuracy", "mac_reduction", "training_complexity")
+# What sweeps compare by: the hypervolume against the experiment's shared reference, the
+# MAC reduction at 1 point of loss, and the reference's accuracy. Few on purpose: the runs
+# table orders metric columns by name and renders only those within the page's width.
+SWEEP_METRICS = ("hypervolume", "mac_reduction_at_1pt", "hypervolume_ref_accuracy")
 SECTION_ID = "adprune-comparison"
 
 
@@ -81,5 +85,33 @@ def share_sweep_view(client: Any, experiment_id: str, sweep_run: Any) -> str:
     swept = json.loads(sweep_run.data.tags.get("search_keys", "[]"))
     key = view_key(sweep_id)
     state = json.dumps(sweep_view_state(sweep_id, swept), separators=(",", ":"))
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + key, state)
+    return key
+
+
+def sweeps_view_key(experiment_id: str) -> str:
+    return f"adprune-sweeps-{experiment_id}"
+
+
+def sweeps_view_state() -> dict[str, Any]:
+    """The runs page showing the experiment's sweep runs, with what sweeps compare by."""
+    return {
+        "searchFilter": f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'",
+        "orderByKey": column("metrics", "hypervolume"),
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": [column("metrics", key) for key in SWEEP_METRICS],
+        "compareRunCharts": [],
+        "isAccordionReordered": False,
+    }
+
+
+def share_sweeps_view(client: Any, experiment_id: str) -> str:
+    """Store the experiment's sweep-runs view and return the key that opens it."""
+    key = sweeps_view_key(experiment_id)
+    state = json.dumps(sweeps_view_state(), separators=(",", ":"))
     client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + key, state)
     return key

@@ -2,7 +2,7 @@
 the trial (STOP, or a final phase first).
 
 Stateless across ``Tuner.restore`` (ray#30838): every decision is made from the reported
-result and ``trial.config`` alone, with :func:`adprune_core.criteria.decide`, the function
+result and ``trial.config`` alone, with :func:`adprune_core.schedule.decide`, the function
 ``adprune-sweep run`` uses. The one thing it tracks, which trials are between rounds, only
 keeps their actors cached; a restored sweep starts without it and merely restarts those
 trials on new workers.

@@ -49,6 +49,7 @@ UNSEARCHABLE = (
     "num_samples",
     "max_concurrent",
     "resources",
+    "pareto",
 )
 
 
@@ -139,6 +140,15 @@ class SweepRecordSpec:
 
 
 @dataclass(config=STRICT)
+class ParetoSpec:
+    reference: StrictStr | None = Field(
+        default=None,
+        description="the sweep run's hypervolume reference, as pareto --reference takes it "
+        "(default accuracy=net0-5, and 1x reductions)",
+    )
+
+
+@dataclass(config=STRICT)
 class SweepSpec(ScheduleSpec):
     """A schedule spec and how to sweep it: the search, its algorithm, the trials' budget."""
 
@@ -152,6 +162,7 @@ class SweepSpec(ScheduleSpec):
         default=0, ge=0, description="concurrent trials (0: as many as fit)"
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    pareto: ParetoSpec = Field(default_factory=ParetoSpec)
 
 
 # ---------------------------------------------------------------------------- search checks
