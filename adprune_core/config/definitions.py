@@ -59,12 +59,16 @@ class Objective:
 
 
 def parse_objectives(
-    texts: Sequence[str], allowed: Sequence[str], where: str, most: int | None = None
+    texts: Sequence[str],
+    allowed: Sequence[str],
+    where: str,
+    most: int | None = None,
+    fewest: int = 1,
 ) -> list[Objective]:
     """``["accuracy:max", "mac_reduction"]`` as objectives (the mode defaults to max); a
     ValueError naming ``where`` and the bad entry."""
-    if not texts or (most is not None and len(texts) > most):
-        limit = f"1 to {most}" if most is not None else "at least 1"
+    if len(texts) < fewest or (most is not None and len(texts) > most):
+        limit = f"{fewest} to {most}" if most is not None else f"at least {fewest}"
         raise ValueError(f"{where}: expected {limit} objectives, got {len(texts)}")
     objectives = []
     for i, text in enumerate(texts):

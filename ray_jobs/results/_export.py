@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import click
 
+from adprune_core.config import net_label
 from adprune_core.schedule import format_table, short_widths
 from ray_jobs.results._front import (
     DEFAULT_OBJECTIVES,
@@ -223,7 +224,7 @@ def front_text(front: Sequence[Any], objectives: Sequence[Any]) -> str:
         [
             n.sweep,
             n.trial,
-            f"net{n.round}" if n.phase == "search" else f"final(net{n.round})",
+            net_label(n.phase, n.round),
             short_widths(n.widths, 10),
             f"{100 * n.accuracy:.1f}%",
             f"{n.mac_reduction:.2f}x",

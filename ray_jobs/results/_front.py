@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from adprune_core.config import SpecError
+from adprune_core.config import Objective, SpecError
+from adprune_core.config import parse_objectives as parse_objectives_of
 from ray_jobs.results._records import NetworkRow
 
 OBJECTIVE_COLUMNS = (
@@ -48,33 +48,14 @@ UNITS = {
 }
 
 
-@dataclass(frozen=True)
-class Objective:
-    column: str
-    sense: str  # "max" or "min"
-
-    def __str__(self) -> str:
-        return f"{self.column}:{self.sense}"
-
-
 def parse_objectives(text: str) -> list[Objective]:
-    objectives = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        column, _, sense = part.partition(":")
-        sense = sense or "max"
-        if column not in OBJECTIVE_COLUMNS:
-            raise SpecError(
-                f"--objectives {part}: unknown column {column!r}; "
-                f"choose from {', '.join(OBJECTIVE_COLUMNS)}"
-            )
-        if sense not in ("max", "min"):
-            raise SpecError(f"--objectives {part}: expected :max or :min after the column")
-        objectives.append(Objective(column, sense))
-    if not 2 <= len(objectives) <= len(OBJECTIVE_COLUMNS):
-        raise SpecError("--objectives: give at least two, e.g. accuracy:max,mac_reduction:max")
-    if len({o.column for o in objectives}) != len(objectives):
-        raise SpecError("--objectives: a column is named twice")
-    return objectives
+    """``pareto --objectives``: comma-separated ``COLUMN[:max|min]``, at least two, in the
+    syntax ``search_alg.objectives`` uses (:func:`adprune_core.config.parse_objectives`)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return parse_objectives_of(parts, OBJECTIVE_COLUMNS, "--objectives", fewest=2)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
 
 
 def non_dominated(points: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -97,7 +78,7 @@ def objective_matrix(rows: Sequence[NetworkRow], objectives: Sequence[Objective]
     matrix = np.array(
         [[float(getattr(r, o.column)) for o in objectives] for r in rows], dtype=float
     ).reshape(len(rows), len(objectives))
-    signs = np.array([1.0 if o.sense == "max" else -1.0 for o in objectives])
+    signs = np.array([1.0 if o.mode == "max" else -1.0 for o in objectives])
     return matrix * signs
 
 
@@ -118,7 +99,7 @@ def ordered(
         for o in objectives:
             value = float(getattr(row, o.column))
             value = -math.inf if math.isnan(value) else value
-            values.append(-value if o.sense == "max" else value)
+            values.append(-value if o.mode == "max" else value)
         return (not on_front, *values, row.run_id)
 
     return sorted(zip(rows, mask), key=key)

@@ -54,12 +54,12 @@ def hypervolume(
     values = np.array(
         [[float(getattr(r, o.column)) for o in objectives] for r in rows], dtype=float
     ).reshape(len(rows), len(objectives))
-    signs = np.array([1.0 if o.sense == "max" else -1.0 for o in objectives])
+    signs = np.array([1.0 if o.mode == "max" else -1.0 for o in objectives])
     # Only points strictly better than the reference on every objective enclose any volume.
     beyond = values[~np.isnan(values).any(axis=1) & (values * signs > ref * signs).all(axis=1)]
     if not len(beyond):
         return 0.0
-    maximise = [o.sense == "max" for o in objectives]
+    maximise = [o.mode == "max" for o in objectives]
     return float(moocore.hypervolume(beyond, ref=ref, maximise=maximise))
 
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from adprune_core.config import net_label as phase_round_label
 from adprune_core.schedule import format_table, short_widths
 from ray_jobs.results._records import NetworkRow
 from ray_jobs.results._reference import DEFAULT_LOSSES, Baseline, baseline_of, earliest_net0
@@ -35,7 +36,7 @@ def metric_name(loss_points: float) -> str:
 
 
 def net_label(row: NetworkRow) -> str:
-    return f"net{row.round}" if row.phase == "search" else f"final(net{row.round})"
+    return phase_round_label(row.phase, row.round)
 
 
 def best_within(rows: Sequence[NetworkRow], floor: float) -> NetworkRow | None:

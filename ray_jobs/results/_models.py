@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from adprune_core.config import net_name
+from adprune_core.config import parse_objectives as parse_objectives_of
 from ray_jobs.results._front import (
     DEFAULT_OBJECTIVES,
     OBJECTIVE_COLUMNS,
@@ -53,20 +55,21 @@ class NetworkModel:
     @property
     def label(self) -> str:
         tags, params = self.run.data.tags, self.run.data.params
-        net = "final" if params.get("phase") == "final" else f"net{params.get('round')}"
+        net = net_name(params.get("phase", "search"), params.get("round"))
         return f"{tags.get('sweep', '')} {tags.get('trial_id', '')} {net}".strip()
 
 
 def check_best(column: str) -> tuple[str, str]:
-    name, _, sense = column.partition(":")
-    if name not in OBJECTIVE_COLUMNS:
-        raise TrackingError(
-            f"--best {column}: unknown column; choose from {', '.join(OBJECTIVE_COLUMNS)}"
-        )
-    sense = sense or ("min" if name.startswith("latency_ms") or name == "macs" else "max")
-    if sense not in ("max", "min"):
-        raise TrackingError(f"--best {column}: expected :max or :min after the column")
-    return name, sense
+    """``--best COLUMN[:max|min]`` in the objective syntax; without a mode, the direction
+    in which the column gets better (smaller for latencies and MACs)."""
+    name = column.partition(":")[0]
+    if ":" not in column and (name.startswith("latency_ms") or name == "macs"):
+        column = f"{name}:min"
+    try:
+        (objective,) = parse_objectives_of([column], OBJECTIVE_COLUMNS, "--best", most=1)
+    except ValueError as err:
+        raise TrackingError(str(err)) from None
+    return objective.column, objective.mode
 
 
 def pick_by_rule(client: Any, rule: FrontRule) -> NetworkRow:

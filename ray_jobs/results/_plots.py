@@ -89,7 +89,7 @@ def plot_front(
         ax.step(
             xs,
             ys,
-            where="pre" if x_obj.sense == "max" else "post",
+            where="pre" if x_obj.mode == "max" else "post",
             color="black",
             linewidth=1.5,
             label="Pareto front",
@@ -104,8 +104,8 @@ def plot_front(
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     if use_log_axis(rows, y_obj.column):
         ax.set_yscale("log")
-    ax.set_xlabel(UNITS[x_obj.column] + f" [{x_obj.sense}]")
-    ax.set_ylabel(UNITS[y_obj.column] + f" [{y_obj.sense}]")
+    ax.set_xlabel(UNITS[x_obj.column] + f" [{x_obj.mode}]")
+    ax.set_ylabel(UNITS[y_obj.column] + f" [{y_obj.mode}]")
     title = f"{len(rows)} networks, {len(front)} on the front"
     if len(objectives) > 2:
         title += f" (front under {', '.join(str(o) for o in objectives)})"

@@ -194,7 +194,7 @@ def nadir(rows: Sequence[NetworkRow], objective: Objective) -> float:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return math.nan
-    return min(values) if objective.sense == "max" else max(values)
+    return min(values) if objective.mode == "max" else max(values)
 
 
 def resolve_reference(
