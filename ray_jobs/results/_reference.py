@@ -227,6 +227,6 @@ def resolve_reference(
 
 def reference_from_params(params: Mapping[str, Any]) -> ReferenceSpec:
     """The spec's ``pareto.reference``, as the sweep run's flattened spec params carry it
-    (MLflow keeps an unset key as the string ``None``: the default reference)."""
+    (an unset key is kept as ``null``: the default reference)."""
     text = params.get(SPEC_KEY)
-    return parse_reference(None if text in (None, "None") else text, SPEC_KEY)
+    return parse_reference(None if text in (None, "None", "null") else text, SPEC_KEY)
