@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from common import cifar_shaped, launch, median, reproduce, timed, trial_results, verdict
 
-from adprune_core.config import spec_from_dict
 from adprune_core.data import ArrayDataset
 from adprune_core.nets import default_widths
 from adprune_core.schedule import PruneSchedule
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 EPOCH_TARGET_S = 2.0
 BATCH = 128

@@ -17,9 +17,9 @@ import time
 import torch
 from common import reproduce
 
-from adprune_core.config import spec_from_dict
 from adprune_core.nets import default_widths
 from adprune_core.schedule import PruneSchedule
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 CASES = {
     "cnn": {"dataset": "synthetic", "num_train": 2048, "size": 32},

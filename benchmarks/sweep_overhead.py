@@ -26,9 +26,9 @@ import torch
 import yaml
 from common import launch, reproduce, trial_results, verdict
 
-from adprune_core.config import spec_from_dict
 from adprune_core.data import load_dataset
 from adprune_core.schedule import PruneSchedule
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 SPEC = """
 name: overhead

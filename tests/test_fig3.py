@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 from mlflow_store import client_for, hierarchy
 
-from adprune_core.config import spec_from_dict
 from adprune_core.engine import mean_activation_maps
 from adprune_core.nets import build_model
 from adprune_core.schedule import PruneSchedule
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 TINY = {
     "model": {"arch": "cnn2", "widths": [12, 16]},

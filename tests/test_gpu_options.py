@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from adprune_core.config import SpecError, spec_from_dict
+from adprune_core.config import SpecError
 from adprune_core.data import load_dataset
 from adprune_core.engine import CompileUnavailable
 from adprune_core.schedule import PruneSchedule
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 # Calls that make the host wait for the device when the tensor lives on a GPU: reads of values
 # (item, tolist, numpy, cpu, Python number conversions) and ops whose output shape depends on

@@ -10,11 +10,12 @@ import torch
 from conftest import CLI
 from mlflow_store import client_for, hierarchy
 
-from adprune_core.config import LatencySpec, spec_from_dict
+from adprune_core.config import LatencySpec
 from adprune_core.engine import measure_latency
 from adprune_core.nets import build_model
 from adprune_core.schedule import PruneSchedule
 from adprune_core.schedule.closing import latency_fields
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 TINY = {
     "model": {"arch": "cnn2", "widths": [12, 16]},

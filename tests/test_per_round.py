@@ -8,10 +8,11 @@ import torch
 from conftest import expected_cpu, launch_cli, tiny_spec, trial_results
 from mlflow_store import check_store_matches, client_for
 
-from adprune_core.config import SpecError, spec_from_dict
+from adprune_core.config import SpecError
 from adprune_core.data import load_dataset
 from adprune_core.engine import set_thread_invariant
 from adprune_core.schedule import PruneSchedule
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 from ray_jobs.sweep._per_round import ceil_to_step, round_resources, threads_for
 from ray_jobs.sweep._spec import PerRoundSpec
 

@@ -16,7 +16,8 @@ import pytest
 from conftest import CLI, launch_cli, trial_results
 from mlflow_store import check_store_matches, client_for, hierarchy
 
-from adprune_core.config import SpecError, spec_from_dict
+from adprune_core.config import SpecError
+from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 from ray_jobs.sweep._spec import TRIAL_OBJECTIVES, parse_search_objectives
 
 SPEC = """

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from adprune_core.config import load_spec
+from ray_jobs.sweep import load_sweep_spec as load_spec
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
