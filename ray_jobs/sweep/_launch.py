@@ -27,7 +27,15 @@ from ray_jobs.sweep._folders import (
 from ray_jobs.sweep._identity import save_identity, stored_spec, sweep_identity
 from ray_jobs.sweep._interrupts import StopSignals, SweepInterrupted, quiet_tune_interruptions
 from ray_jobs.sweep._options import LaunchOptions
-from ray_jobs.sweep._progress import SUMMARY_HEADERS, make_progress_callback, summary_rows
+from ray_jobs.sweep._preflight import check_local, check_nodes
+from ray_jobs.sweep._progress import (
+    SUMMARY_HEADERS,
+    FailedTrial,
+    failed_trials,
+    failure_line,
+    make_progress_callback,
+    summary_rows,
+)
 from ray_jobs.sweep._ray_runtime import (
     check_resources,
     check_shared_storage,
@@ -61,6 +69,8 @@ class SweepResult:
     path: str
     rows: list[list[str]] = field(default_factory=list)
     grid: Any = None  # Tune's ResultGrid
+    # Trials that did not finish their schedule (errors, divergence), with their logs.
+    failed: list[FailedTrial] = field(default_factory=list)
 
     @property
     def table(self) -> str:
@@ -98,6 +108,7 @@ def build_tuner(
     from ray_jobs.sweep._scheduler import ActivationDensityScheduler
     from ray_jobs.sweep._search_alg import make_search_alg
     from ray_jobs.sweep._trainable import adprune_trainable
+    from ray_jobs.sweep._trial_errors import make_error_log_callback
 
     trainable = tune.with_resources(
         adprune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
@@ -119,7 +130,12 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[make_progress_callback(), KeepLocalJsonLoggerCallback(), *callbacks],
+            callbacks=[
+                make_error_log_callback(),
+                make_progress_callback(),
+                KeepLocalJsonLoggerCallback(),
+                *callbacks,
+            ],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
@@ -184,10 +200,13 @@ def launch(
     spec = resolve_spec(spec, storage, opts)
     check_searches(spec, opts)
     runtime_env = shipped_code(opts.py_modules, opts.working_dir)
-    check_plugins(spec)  # a plugin's error is one line here, before Ray starts
+    plugin_data = check_plugins(spec)  # a plugin's error is one line here, before Ray starts
     name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
+        # The trials run here: what would fail each of them fails the launch, before Ray.
+        check_local(spec, plugin_data)
+    del plugin_data  # each trial loads its own copy
     quiet_tune_interruptions()
     claim = claim_sweep(storage, name, opts.resume)
     with StopSignals() as stop:
@@ -250,6 +269,7 @@ def prepare(
 
         check_resources(spec, ray.cluster_resources(), where)
         check_shared_storage(storage)
+        check_nodes(spec)
     click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
     click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
     # A restored Tuner brings back the callbacks it was launched with (and their state).
@@ -279,9 +299,12 @@ def finish(
         f"{storage}/{name}",
         summary_rows(grid, list(spec.search)),
         grid,
+        failed_trials(grid),
     )
     click.echo("")
     click.echo(result.table)
     click.echo(f"{len(result.rows)} trials in {time.perf_counter() - start:.1f}s")
     click.echo(mlflow_summary(identity, spec.experiment))
+    if result.failed:
+        click.echo(f"error: {failure_line(result.failed, len(result.rows))}", err=True)
     return result

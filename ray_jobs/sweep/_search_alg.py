@@ -23,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from adprune_core.search_alg import MODEL_BASED, SearchAlgSpec, parse_search_objectives
 from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
+from ray_jobs.sweep._trial_errors import failure_reason
 
 if TYPE_CHECKING:
     from adprune_core.spec import SweepSpec
@@ -63,7 +64,7 @@ class ChosenNetworkSearch(OptunaSearch):
     ) -> None:
         values = None if error else chosen_values(result, self.objective_keys)
         if values is None:
-            reason = (result or {}).get("diverged") or ("error" if error else "unfinished")
+            reason = failure_reason(result or {}) or ("error" if error else "unfinished")
             click.echo(f"search: trial {trial_id} failed ({reason}); told the sampler so")
             super().on_trial_complete(trial_id, None, error=True)
             return

@@ -31,6 +31,7 @@ from adprune_core.network_file import NETWORK_FILE, reported_network, save_netwo
 from adprune_core.schedule import EpochResult, PruneSchedule, fig3_maps, summarize
 from adprune_core.spec import SweepSpec, spec_from_dict
 from adprune_core.train import TrainingDiverged
+from ray_jobs.sweep._trial_errors import check_device, ends_on_deterministic_errors, loaded_dataset
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
 
@@ -242,14 +243,17 @@ def _node_ip() -> str:
         return socket.gethostname()
 
 
+@ends_on_deterministic_errors
 def adprune_trainable(config: dict[str, Any]) -> None:
     entered = time.time()
     spec = spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
     granted = granted_resources(spec)
     device = trial_device(spec, granted.gpu)
+    check_device(device)
     use_resources(granted, device)
-    schedule, note = load_schedule(spec, cached_dataset(spec), device)
+    data = loaded_dataset(lambda: cached_dataset(spec), spec.data.dataset)
+    schedule, note = load_schedule(spec, data, device)
     apply_transition(schedule, config.get("transition"))
     while not schedule.state.done:
         started = time.perf_counter()
