@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import CLI, MlflowServer, expected_cpu, launch_cli, tiny_spec, trial_results
@@ -52,7 +53,7 @@ def test_diverging_trial_is_recorded_as_failed_and_the_others_finish(tmp_path):
     closing = proc.stderr.strip().splitlines()[-1]
     assert closing.startswith("error: 1 of 2 trials failed; their logs: "), closing
     log = closing.split("their logs: ")[1]
-    assert "training loss became" in open(log).read()
+    assert "training loss became" in Path(log).read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     roots, children = hierarchy(client)
     trials = {float(t.data.params["train.lr"]): t for t in children[roots[0].info.run_id]}
