@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -216,17 +217,21 @@ def write_tiny_imagenet(root):
     (base / "val" / "images").mkdir(parents=True)
     (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
     lines = []
-    for label, wnid in enumerate(wnids):
-        images = base / "train" / wnid / "images"
-        images.mkdir(parents=True)
-        image = torch.full((3, 64, 64), 60 + 120 * label, dtype=torch.uint8)
-        for k in range(2):
-            write_jpeg(image, str(images / f"{wnid}_{k}.JPEG"))
-        write_jpeg(image, str(base / "val" / "images" / f"val_{label}.JPEG"))
-        lines.append(f"val_{label}.JPEG\t{wnid}\t0\t0\t63\t63")
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 warns on every JPEG encode; the encoder still works.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
+        for label, wnid in enumerate(wnids):
+            images = base / "train" / wnid / "images"
+            images.mkdir(parents=True)
+            image = torch.full((3, 64, 64), 60 + 120 * label, dtype=torch.uint8)
+            for k in range(2):
+                write_jpeg(image, str(images / f"{wnid}_{k}.JPEG"))
+            write_jpeg(image, str(base / "val" / "images" / f"val_{label}.JPEG"))
+            lines.append(f"val_{label}.JPEG\t{wnid}\t0\t0\t63\t63")
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_a_dataset_missing_on_one_node_is_one_line_naming_it_before_training(cluster, tmp_path):
     root = cluster.head_only / "data"  # the worker node sees an empty folder in its place
     write_tiny_imagenet(root)
