@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -69,8 +68,7 @@ class SweepResult:
     path: str
     rows: list[list[str]] = field(default_factory=list)
     grid: Any = None  # Tune's ResultGrid
-    # Trials that did not finish their schedule (errors, divergence), with their logs.
-    failed: list[FailedTrial] = field(default_factory=list)
+    failed: list[FailedTrial] = field(default_factory=list)  # not done: errors, divergence
 
     @property
     def table(self) -> str:
@@ -108,7 +106,6 @@ def build_tuner(
     from ray_jobs.sweep._scheduler import ActivationDensityScheduler
     from ray_jobs.sweep._search_alg import make_search_alg
     from ray_jobs.sweep._trainable import adprune_trainable
-    from ray_jobs.sweep._trial_errors import make_error_log_callback
 
     trainable = tune.with_resources(
         adprune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
@@ -130,12 +127,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[
-                make_error_log_callback(),
-                make_progress_callback(),
-                KeepLocalJsonLoggerCallback(),
-                *callbacks,
-            ],
+            callbacks=[make_progress_callback(), KeepLocalJsonLoggerCallback(), *callbacks],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
@@ -159,22 +151,6 @@ def resolve_spec(spec: SweepSpec | None, storage: str, opts: LaunchOptions) -> S
     if not opts.resume or opts.name is None:
         raise LaunchError("SPEC.yaml: required, except with --resume --name NAME")
     return stored_spec(sweep_home(storage, opts.name), opts.name)
-
-
-def resume_command(opts: LaunchOptions, name: str) -> str:
-    parts = ["adprune-sweep", "launch"]
-    if opts.spec_label:
-        parts.append(shlex.quote(opts.spec_label))
-    parts += ["--name", shlex.quote(name)]
-    if opts.storage:
-        parts += ["--storage", shlex.quote(opts.storage)]
-    if opts.cluster:
-        parts += ["--cluster", shlex.quote(opts.cluster)]
-    for module in opts.py_modules:
-        parts += ["--py-module", shlex.quote(module)]
-    if opts.working_dir:
-        parts += ["--working-dir", shlex.quote(opts.working_dir)]
-    return " ".join([*parts, "--resume"])
 
 
 def launch(
@@ -204,8 +180,7 @@ def launch(
     name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
-        # The trials run here: what would fail each of them fails the launch, before Ray.
-        check_local(spec, plugin_data)
+        check_local(spec, plugin_data)  # trials run here: what would fail each fails now
     del plugin_data  # each trial loads its own copy
     quiet_tune_interruptions()
     claim = claim_sweep(storage, name, opts.resume)
@@ -235,7 +210,7 @@ def launch(
             raise SweepInterrupted(
                 stop.received or signal.SIGINT,
                 f"interrupted: state saved under {storage}/{name}; "
-                f"go on with: {resume_command(opts, name)}",
+                f"go on with: {opts.resume_command(name)}",
             )
     try:
         return finish(spec, name, storage, identity, grid, start)

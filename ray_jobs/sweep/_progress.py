@@ -17,6 +17,7 @@ from ray_jobs.sweep._trial_errors import (
     error_line,
     failure_reason,
     tune_error_line,
+    write_error_log,
 )
 from ray_jobs.tracking.keys import TRIAL_ERROR
 
@@ -28,6 +29,8 @@ def make_progress_callback() -> Any:
         """One line per trial result: round, epoch, AD, accuracy, widths; and each decision."""
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
+            if failure_reason(result):  # its traceback goes to its log, not to the console
+                write_error_log(trial.path, result)
             if result.get(TRIAL_ERROR):
                 click.echo(f"[{trial.trial_id}] error (not retried): {result[TRIAL_ERROR]}")
                 return

@@ -7,8 +7,8 @@ different when it says something about the spec or the machine: a missing datase
 device, a plugin that breaks, a loader that raises, divergence. A retry would meet it again
 after minutes of the cluster's time, so :func:`ends_on_deterministic_errors` turns it into a
 last report that carries its one-line reason and its traceback, and the scheduler STOPs the
-trial. On the driver, :class:`TrialErrorLog` writes the traceback to the trial's own
-``error.log``, so the console shows only the reason.
+trial. On the driver, the progress printer writes the traceback to the trial's own
+``error.log`` (:func:`write_error_log`), so the console shows only the reason.
 """
 
 from __future__ import annotations
@@ -163,16 +163,3 @@ def write_error_log(trial_path: str, metrics: dict[str, Any]) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(error_log_text(metrics))
     return str(path)
-
-
-def make_error_log_callback() -> Any:
-    from ray.tune import Callback
-
-    class TrialErrorLog(Callback):
-        """Writes a failed trial's traceback (or its reason) to the trial's ``error.log``."""
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
-            if failure_reason(result):
-                write_error_log(trial.path, result)
-
-    return TrialErrorLog()
