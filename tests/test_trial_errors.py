@@ -74,6 +74,21 @@ def test_a_sweep_that_cannot_train_fails_in_one_line_before_ray_starts(
     assert not (tmp_path / "mlruns").exists()  # no MLflow store, no runs
 
 
+def test_a_dataset_whose_files_are_malformed_is_one_line_too(tmp_path, ray_tmp):
+    base = tmp_path / "data" / "tiny-imagenet-200"
+    (base / "train" / "n01" / "images").mkdir(parents=True)
+    (base / "val").mkdir()
+    (base / "wnids.txt").write_text("n01\n")
+    (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t63\t63\n")
+    overrides = ["--set", "data.dataset=tinyimagenet", "--set", f"data.root={tmp_path / 'data'}"]
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    proc = launch_cli(tmp_path, tiny_spec("malformed"), *overrides, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = error_lines(proc.stderr)
+    assert line.startswith("error: data.dataset: tinyimagenet: ValueError: ") and "n99" in line
+    assert not ray_sessions(ray_tmp) and not (tmp_path / "runs" / "malformed").exists()
+
+
 # ---------------------------------------------------------------------------- in the trials
 
 RAY_ONLY_DATA = '''

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from adprune_core.spec import SweepSpec, set_dotted, spec_from_dict, spec_to_dict
 from ray_jobs.sweep._errors import LaunchError
-from ray_jobs.sweep._trial_errors import one_line
+from ray_jobs.sweep._trial_errors import DETERMINISTIC_ERRORS, one_line
 
 if TYPE_CHECKING:
     from adprune_core.data import ArrayDataset
@@ -71,7 +71,12 @@ def check_setup(spec: SweepSpec, loaded: ArrayDataset | None = None) -> None:
     from adprune_core.train import check_precision, resolve_device
 
     if loaded is None:
-        load_dataset(spec.data)  # the tensors are dropped: each trial loads its own
+        try:
+            load_dataset(spec.data)  # the tensors are dropped: each trial loads its own
+        except DETERMINISTIC_ERRORS:
+            raise  # already one line, the same as run's
+        except Exception as err:  # a malformed file, a loader's bug: still one line
+            raise LaunchError(f"data.dataset: {spec.data.dataset}: {one_line(err)}") from None
     check_precision(spec.train.precision, resolve_device(spec.train.device))
 
 
