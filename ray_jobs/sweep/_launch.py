@@ -55,6 +55,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Checkpointing every epoch is the point (a restart loses at most one epoch); Tune's warning
 # about frequent experiment snapshots is expected here and would drown the progress lines.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# A failed trial is one progress line; its traceback is in its error.txt, not on the console.
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 @dataclass

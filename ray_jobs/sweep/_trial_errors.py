@@ -131,8 +131,12 @@ _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b")
 
 
 def error_line(error: Any) -> str:
-    """One line for an error Tune caught: its exception line, else its first line."""
-    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    """One line for an error Tune caught: its exception line, else its first line. Tune's
+    error.txt holds one ``Failure # N (occurred at ...)`` block per failure: the last counts."""
+    text = str(error or "").split("Failure # ")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0][:1].isdigit() and "(occurred at" in lines[0]:
+        lines = lines[1:]
     if not lines:
         return "trial failed"
     typed = [line for line in lines if _EXCEPTION_LINE.match(line)]
@@ -140,9 +144,12 @@ def error_line(error: Any) -> str:
 
 
 def tune_error_line(trial: Any) -> str:
+    """The trial's latest error, from the error.txt Tune has just written on the driver
+    (``get_error`` reads the copy in storage, which is synced later)."""
     try:
-        return error_line(trial.get_error())
-    except Exception:  # the error file may be on storage that is gone
+        local = trial.error_file
+        return error_line(Path(local).read_text() if local else trial.get_error())
+    except Exception:  # the file may be gone (a storage that went away)
         return "trial failed"
 
 
