@@ -51,8 +51,8 @@ def make_progress_callback() -> Any:
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             click.echo(
-                f"[{trial.trial_id}] failed ({tune_error_line(trial)}); "
-                "Tune retries it from its last checkpoint"
+                f"[{trial.trial_id}] failed; Tune retries it from its last checkpoint "
+                f"({tune_error_line(trial)})"
             )
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
