@@ -289,3 +289,47 @@ def test_ray_tmpdir_is_where_an_embedded_ray_keeps_its_sessions(ray_tmp):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ray_sessions(ray_tmp)
+
+
+# ---------------------------------------------------------------------------- the pieces
+
+
+def test_each_dataset_device_and_precision_a_search_can_give_is_checked_once():
+    from adprune_core.spec import spec_from_dict
+    from ray_jobs.sweep._preflight import trial_setups
+
+    spec = spec_from_dict(
+        {
+            "data": {"dataset": "digits"},
+            "search": {
+                "data.dataset": {"grid": ["digits", "synthetic"]},
+                "data.batch_size": {"grid": [32, 64]},  # the same load for both
+                "train.device": {"choice": ["cpu", "cuda"]},
+                "prune.rho.threshold": {"grid": [0.001, 0.002]},
+            },
+        }
+    )
+    setups = {(s.data.dataset, s.train.device) for s in trial_setups(spec)}
+    expected = {("digits", "auto"), ("synthetic", "auto"), ("digits", "cpu"), ("digits", "cuda")}
+    assert setups == expected
+    assert len(trial_setups(spec)) == 4
+
+
+TUNE_ERROR_TXT = """Failure # 1 (occurred at 2026-12-07_01-02-56)
+The actor died unexpectedly before finishing this task.
+\tclass_name: ImplicitFunc
+Failure # 2 (occurred at 2026-12-07_01-03-27)
+Traceback (most recent call last):
+  File "x.py", line 1, in <module>
+ray.exceptions.RayTaskError(ValueError): ray::ImplicitFunc.train() (pid=1)
+ValueError: widths do not fit
+"""
+
+
+def test_the_line_shown_for_an_error_tune_caught_is_its_latest_cause():
+    from ray_jobs.sweep._trial_errors import error_line
+
+    assert error_line(TUNE_ERROR_TXT) == "ValueError: widths do not fit"
+    first = TUNE_ERROR_TXT.split("Failure # 2")[0]
+    assert error_line(first) == "The actor died unexpectedly before finishing this task."
+    assert error_line("") == "trial failed"
