@@ -71,9 +71,7 @@ def loaded_dataset(load: Callable[[], Any], dataset: str) -> Any:
     """``load()``, with any error of the loader that a retry cannot fix made deterministic."""
     try:
         return load()
-    except DETERMINISTIC_ERRORS:
-        raise
-    except TRANSIENT_LOAD_ERRORS:
+    except (*DETERMINISTIC_ERRORS, *TRANSIENT_LOAD_ERRORS):
         raise
     except Exception as err:
         raise DatasetLoadFailed(f"data.dataset: {dataset}: loading raised {one_line(err)}") from err
