@@ -270,8 +270,10 @@ def launch(
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
     Every net[i] each trial trains is recorded in MLflow as sweep -> trial -> net[i] runs.
-    Ctrl-C or SIGTERM saves the sweep's state and prints the command that goes on with it
-    (exit status 130 or 143); a second Ctrl-C ends at once.
+    Exit status 0 when every trial finished its schedule, 1 when any ended in an error (the
+    closing line names their logs), 2 when the sweep cannot start. Ctrl-C or SIGTERM saves
+    the sweep's state and prints the command that goes on with it (exit status 130 or 143); a
+    second Ctrl-C ends at once.
     """
     from ray_jobs import LaunchOptions, SweepInterrupted
     from ray_jobs import launch as launch_sweep
@@ -304,10 +306,12 @@ def launch(
         except SpecError as err:
             raise SpecError(f"{spec_path}: {err}") from None
     try:
-        launch_sweep(spec, options, reference)
+        result = launch_sweep(spec, options, reference)
     except SweepInterrupted as stop:
         click.echo(str(stop), err=True)
         sys.exit(stop.exit_status)
+    if result.failed:  # the closing line has said how many, and where their logs are
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------- MLflow

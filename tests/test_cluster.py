@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from cluster import TwoNodeCluster, can_make_namespaces, kill_session
 from conftest import CLI, tiny_spec, trial_results
 from plugin_sources import tinynet_cost, write_plugin
@@ -204,6 +206,43 @@ def test_a_plugin_shipped_by_a_ray_job_runtime_env(cluster, tmp_path):
     assert rows[-1]["schedule_done"] is True
     assert all((r["params"], r["macs"]) == tinynet_cost(r["widths"], 3, 3, 12) for r in rows)
     assert check_server_store(cluster, tmp_path, "plugin-job")["sweep_status"] == "FINISHED"
+
+
+def write_tiny_imagenet(root):
+    """A two-class TinyImageNet in its standard folder layout, two 64x64 JPEGs per class."""
+    from torchvision.io import write_jpeg
+
+    base = root / "tiny-imagenet-200"
+    wnids = ["n01", "n02"]
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    lines = []
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 warns on every JPEG encode; the encoder still works.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
+        for label, wnid in enumerate(wnids):
+            images = base / "train" / wnid / "images"
+            images.mkdir(parents=True)
+            image = torch.full((3, 64, 64), 60 + 120 * label, dtype=torch.uint8)
+            for k in range(2):
+                write_jpeg(image, str(images / f"{wnid}_{k}.JPEG"))
+            write_jpeg(image, str(base / "val" / "images" / f"val_{label}.JPEG"))
+            lines.append(f"val_{label}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_a_dataset_missing_on_one_node_is_one_line_naming_it_before_training(cluster, tmp_path):
+    root = cluster.head_only / "data"  # the worker node sees an empty folder in its place
+    write_tiny_imagenet(root)
+    text = tiny_spec("data-on-head").replace("dataset: synthetic", "dataset: tinyimagenet")
+    proc = launch_on(cluster, tmp_path, text, "--set", f"data.root={root}", timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: node {cluster.worker_ip}: tinyimagenet not found under")
+    assert cluster.head_ip not in line  # the head has it: only the worker is named
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "runs" / "data-on-head").exists()  # no trial started
 
 
 SLOW = {

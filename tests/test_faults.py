@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import CLI, MlflowServer, expected_cpu, launch_cli, tiny_spec, trial_results
@@ -45,9 +46,14 @@ def test_diverging_trial_is_recorded_as_failed_and_the_others_finish(tmp_path):
         "prune.rho.threshold: {grid: [0.005, 0.05]}", "train.lr: {grid: [0.05, 1.0e+12]}"
     )
     proc = launch_cli(tmp_path, spec)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Exit 1: one trial did not finish its schedule; the closing line points at its log.
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "diverged: training loss became" in proc.stdout
     assert "Tune retries" not in proc.stdout  # divergence is not retried: it would recur
+    closing = proc.stderr.strip().splitlines()[-1]
+    assert closing.startswith("error: 1 of 2 trials failed; their logs: "), closing
+    log = closing.split("their logs: ")[1]
+    assert "training loss became" in Path(log).read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     roots, children = hierarchy(client)
     trials = {float(t.data.params["train.lr"]): t for t in children[roots[0].info.run_id]}

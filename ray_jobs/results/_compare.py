@@ -14,6 +14,10 @@ from ray_jobs.results._reference import parse_reference
 from ray_jobs.results._sweep_rows import shared_reference, sweep_records, sweeps_text
 from ray_jobs.tracking.store import TrackingError
 
+# A trial that ended without a chosen network (an error, divergence) has no figures: its
+# metrics are unset in MLflow, and the table shows this rather than zeros.
+NO_VALUE = "–"
+
 FIXED_SORT_KEYS = (
     "sweep",
     "trial",
@@ -80,7 +84,7 @@ def trial_record(row: TrialRow, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def fmt_number(value: Any, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
+    return NO_VALUE if value is None else pattern.format(value)
 
 
 def table_text(rows: Sequence[TrialRow], keys: Sequence[str]) -> str:
@@ -104,17 +108,17 @@ def table_text(rows: Sequence[TrialRow], keys: Sequence[str]) -> str:
             *[
                 fmt_number(row.hyperparams.get(k), "{:g}")
                 if isinstance(row.hyperparams.get(k), int | float)
-                else str(row.hyperparams.get(k, "-"))
+                else str(row.hyperparams.get(k, NO_VALUE))
                 for k in keys
             ],
             row.status,
             fmt_number(row.rounds, "{}"),
-            short_widths(row.final_widths, 12) if row.final_widths else "-",
+            short_widths(row.final_widths, 12) if row.final_widths else NO_VALUE,
             fmt_number(None if row.accuracy is None else 100 * row.accuracy, "{:.1f}%"),
             fmt_number(row.mac_reduction, "{:.1f}x"),
             fmt_number(row.training_complexity, "{:.1f}"),
             fmt_number(row.latency_ms_b1, "{:.2f} ms"),
-            row.delta_reason or "-",
+            row.delta_reason or NO_VALUE,
         ]
         for row in rows
     ]

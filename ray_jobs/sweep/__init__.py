@@ -12,14 +12,18 @@
   (:func:`make_search_alg`): the variant generator, or Tune's OptunaSearch told each trial's
   chosen-network values (:class:`ChosenNetworkSearch`).
 - ``_launch``: :func:`launch` builds the Tuner, runs it and prints the summary;
-  ``_options``: its :class:`LaunchOptions`.
+  ``_options``: its :class:`LaunchOptions` (and the command that resumes a sweep).
 - ``_ray_runtime``: starting or connecting to Ray (with plugin code shipped to its workers),
   and checking the cluster fits the sweep.
+- ``_preflight``: what ``run`` checks (the dataset loads, the device exists, the precision
+  works), checked before Ray starts, or on a cluster from a zero-CPU task on every node.
+- ``_trial_errors``: errors a retry cannot fix end their trial at once, in one line, with the
+  traceback in the trial's ``error.log``; others keep Tune's retries.
 - ``_folders``: the storage root, checked sweep names, and the claim on a sweep's folder.
 - ``_identity``: each sweep's identity file (MLflow sweep id, store, launch spec).
 - ``_interrupts``: SIGINT and SIGTERM stop a sweep cleanly.
 - ``_recording``: the MLflow callback for a sweep, the store check, the closing line.
-- ``_progress``: progress lines and the trial table.
+- ``_progress``: progress lines, the trial table, and the trials that failed.
 - ``_result_log``: Tune's JSON result logger, keeping every row across round transitions.
 
 Imports ``ray_jobs.tracking`` to record, never ``ray_jobs.results``.

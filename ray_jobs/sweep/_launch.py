@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,15 @@ from ray_jobs.sweep._folders import (
 from ray_jobs.sweep._identity import save_identity, stored_spec, sweep_identity
 from ray_jobs.sweep._interrupts import StopSignals, SweepInterrupted, quiet_tune_interruptions
 from ray_jobs.sweep._options import LaunchOptions
-from ray_jobs.sweep._progress import SUMMARY_HEADERS, make_progress_callback, summary_rows
+from ray_jobs.sweep._preflight import check_local, check_nodes
+from ray_jobs.sweep._progress import (
+    SUMMARY_HEADERS,
+    FailedTrial,
+    failed_trials,
+    failure_line,
+    make_progress_callback,
+    summary_rows,
+)
 from ray_jobs.sweep._ray_runtime import (
     check_resources,
     check_shared_storage,
@@ -47,6 +54,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Checkpointing every epoch is the point (a restart loses at most one epoch); Tune's warning
 # about frequent experiment snapshots is expected here and would drown the progress lines.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# A failed trial is one progress line; its traceback is in its error.txt, not on the console.
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 @dataclass
@@ -60,6 +69,7 @@ class SweepResult:
     path: str
     rows: list[list[str]] = field(default_factory=list)
     grid: Any = None  # Tune's ResultGrid
+    failed: list[FailedTrial] = field(default_factory=list)  # not done: errors, divergence
 
     @property
     def table(self) -> str:
@@ -144,22 +154,6 @@ def resolve_spec(spec: SweepSpec | None, storage: str, opts: LaunchOptions) -> S
     return stored_spec(sweep_home(storage, opts.name), opts.name)
 
 
-def resume_command(opts: LaunchOptions, name: str) -> str:
-    parts = ["adprune-sweep", "launch"]
-    if opts.spec_label:
-        parts.append(shlex.quote(opts.spec_label))
-    parts += ["--name", shlex.quote(name)]
-    if opts.storage:
-        parts += ["--storage", shlex.quote(opts.storage)]
-    if opts.cluster:
-        parts += ["--cluster", shlex.quote(opts.cluster)]
-    for module in opts.py_modules:
-        parts += ["--py-module", shlex.quote(module)]
-    if opts.working_dir:
-        parts += ["--working-dir", shlex.quote(opts.working_dir)]
-    return " ".join([*parts, "--resume"])
-
-
 def launch(
     spec: SweepSpec | None,
     opts: LaunchOptions | None = None,
@@ -184,7 +178,7 @@ def launch(
     check_searches(spec, opts)
     runtime_env = shipped_code(opts.py_modules, opts.working_dir)
     # A plugin's error is one line here, before Ray starts, for every value the search gives.
-    check_plugins(
+    plugin_data = check_plugins(
         spec,
         archs=searched_values(spec, "model.arch", spec.model.arch),
         inits=searched_values(spec, "prune.init", spec.prune.init),
@@ -192,6 +186,8 @@ def launch(
     name = spec.name if opts.name is None else opts.name
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
+        check_local(spec, plugin_data)  # trials run here: what would fail each fails now
+    del plugin_data  # each trial loads its own copy
     quiet_tune_interruptions()
     claim = claim_sweep(storage, name, opts.resume)
     with StopSignals() as stop:
@@ -220,7 +216,7 @@ def launch(
             raise SweepInterrupted(
                 stop.received or signal.SIGINT,
                 f"interrupted: state saved under {storage}/{name}; "
-                f"go on with: {resume_command(opts, name)}",
+                f"go on with: {opts.resume_command(name)}",
             )
     try:
         return finish(spec, name, storage, identity, grid, start)
@@ -254,6 +250,7 @@ def prepare(
 
         check_resources(spec, ray.cluster_resources(), where)
         check_shared_storage(storage)
+        check_nodes(spec)
     click.echo(f"sweep {name!r}: {where}, results under {storage}/{name}")
     click.echo(f"MLflow: {identity['tracking_uri']}, experiment {spec.experiment!r}")
     # A restored Tuner brings back the callbacks it was launched with (and their state).
@@ -283,9 +280,12 @@ def finish(
         f"{storage}/{name}",
         summary_rows(grid, list(spec.search)),
         grid,
+        failed_trials(grid),
     )
     click.echo("")
     click.echo(result.table)
     click.echo(f"{len(result.rows)} trials in {time.perf_counter() - start:.1f}s")
     click.echo(mlflow_summary(identity, spec.experiment))
+    if result.failed:
+        click.echo(f"error: {failure_line(result.failed, len(result.rows))}", err=True)
     return result

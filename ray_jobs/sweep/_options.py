@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 
@@ -21,3 +22,19 @@ class LaunchOptions:
     py_modules: list[str] = field(default_factory=list)  # plugin packages Ray ships to workers
     working_dir: str | None = None  # a folder Ray ships to workers as their working directory
     register_as: str | None = None  # registered model name for the chosen network at the end
+
+    def resume_command(self, name: str) -> str:
+        """The command line that goes on with sweep ``name`` launched with these options."""
+        parts = ["adprune-sweep", "launch"]
+        if self.spec_label:
+            parts.append(shlex.quote(self.spec_label))
+        parts += ["--name", shlex.quote(name)]
+        if self.storage:
+            parts += ["--storage", shlex.quote(self.storage)]
+        if self.cluster:
+            parts += ["--cluster", shlex.quote(self.cluster)]
+        for module in self.py_modules:
+            parts += ["--py-module", shlex.quote(module)]
+        if self.working_dir:
+            parts += ["--working-dir", shlex.quote(self.working_dir)]
+        return " ".join([*parts, "--resume"])

@@ -4,12 +4,22 @@ decision, and the table of trials."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from adprune_core.config import get_dotted
 from adprune_core.schedule import short_widths
+from ray_jobs.sweep._trial_errors import (
+    ERROR_LOG,
+    TUNE_ERROR_FILE,
+    error_line,
+    failure_reason,
+    tune_error_line,
+    write_error_log,
+)
+from ray_jobs.tracking.keys import TRIAL_ERROR
 
 
 def make_progress_callback() -> Any:
@@ -19,6 +29,11 @@ def make_progress_callback() -> Any:
         """One line per trial result: round, epoch, AD, accuracy, widths; and each decision."""
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
+            if failure_reason(result):  # its traceback goes to its log, not to the console
+                write_error_log(trial.path, result)
+            if result.get(TRIAL_ERROR):
+                click.echo(f"[{trial.trial_id}] error (not retried): {result[TRIAL_ERROR]}")
+                return
             name = "final" if result["phase"] == "final" else f"net{result['round']}"
             if result.get("diverged"):
                 click.echo(f"[{trial.trial_id}] {name:<6} diverged: {result['diverged']}")
@@ -35,10 +50,16 @@ def make_progress_callback() -> Any:
             click.echo(line)
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            click.echo(f"[{trial.trial_id}] failed; Tune retries it from its last checkpoint")
+            click.echo(
+                f"[{trial.trial_id}] failed; Tune retries it from its last checkpoint "
+                f"({tune_error_line(trial)})"
+            )
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            click.echo(f"[{trial.trial_id}] failed and is out of retries (--max-failures)")
+            click.echo(
+                f"[{trial.trial_id}] error: {tune_error_line(trial)}; "
+                "out of retries (--max-failures)"
+            )
 
     return ProgressPrinter()
 
@@ -96,33 +117,101 @@ def shares_by_net(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     return ",".join(f"{cpu:g}" for cpu, _ in shares)
 
 
-def final_or_current(metrics: dict[str, Any], key: str, default: Any) -> Any:
-    return metrics.get(f"final_{key}", metrics.get(key, default))
+# A trial that ended without a chosen network has no accuracy, reductions, widths or
+# complexity to show: its last round's figures, or zeros, would read as a result.
+NO_VALUE = "–"
+
+
+def trial_status(result: Any) -> str:
+    metrics = result.metrics or {}
+    if metrics.get("schedule_done"):
+        return "done"
+    if metrics.get("diverged"):
+        return "diverged"
+    if metrics.get(TRIAL_ERROR) or result.error:
+        return "error"
+    return "unfinished"
+
+
+def trial_reason(result: Any) -> str:
+    """Why the trial stopped: delta's reason, or the one line of its divergence or error."""
+    metrics = result.metrics or {}
+    if metrics.get("schedule_done"):
+        return str(metrics.get("final_stop_reason", NO_VALUE))
+    return failure_reason(metrics) or (error_line(result.error) if result.error else NO_VALUE)
+
+
+def network_cells(metrics: dict[str, Any]) -> list[str]:
+    """Chosen network, widths, accuracy, MAC reduction and training complexity."""
+    if not metrics.get("schedule_done"):
+        return [NO_VALUE] * 5
+    return [
+        f"net{metrics['final_chosen_round']}",
+        short_widths(metrics["final_widths"], 12),
+        f"{100 * metrics['final_accuracy']:.1f}%",
+        f"{metrics['final_mac_reduction']:.1f}x",
+        f"{metrics['final_training_complexity']:.1f}",
+    ]
+
+
+def rounds_cell(metrics: dict[str, Any]) -> str:
+    if "final_rounds" in metrics:
+        return str(metrics["final_rounds"])
+    return str(metrics["round"] + 1) if "round" in metrics else NO_VALUE
 
 
 def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        done = bool(metrics.get("schedule_done"))
-        trial_id = metrics.get("trial_id", "?")
-        status = "done" if done else ("error" if result.error else "unfinished")
-        if metrics.get("diverged"):
-            status = "diverged"
         rows.append(
             [
-                str(trial_id),
+                str(metrics.get("trial_id", "?")),
                 searched_values(result.config, search_keys),
-                status,
-                str(metrics.get("final_rounds", metrics.get("round", 0) + 1)),
-                f"net{metrics['final_chosen_round']}" if done else "-",
-                short_widths(metrics.get("final_widths", metrics.get("widths", [])), 12),
-                f"{100 * metrics.get('final_accuracy', metrics.get('accuracy', 0.0)):.1f}%",
-                f"{metrics.get('final_mac_reduction', metrics.get('mac_reduction', 1.0)):.1f}x",
-                f"{final_or_current(metrics, 'training_complexity', 0.0):.1f}",
-                metrics.get("final_stop_reason", metrics.get("diverged", "-")),
+                trial_status(result),
+                rounds_cell(metrics),
+                *network_cells(metrics),
+                trial_reason(result),
                 shares_by_net(result.config, metrics),
-                str(metrics.get("node_ip", "-")),
+                str(metrics.get("node_ip", NO_VALUE)),
             ]
         )
     return rows
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+@dataclass(frozen=True)
+class FailedTrial:
+    """A trial that did not finish its schedule: its id, one-line reason and log file."""
+
+    trial_id: str
+    reason: str
+    log: str
+
+
+def trial_log(result: Any) -> str:
+    """Where a failed trial's traceback is: our error.log for an error it reported, Tune's
+    error.txt for one Tune caught (a dead worker, out of retries), else its folder."""
+    folder = str(result.path)
+    metrics = result.metrics or {}
+    if failure_reason(metrics):
+        return f"{folder}/{ERROR_LOG}"
+    if result.error:
+        return f"{folder}/{TUNE_ERROR_FILE}"
+    return folder
+
+
+def failed_trials(results: Any) -> list[FailedTrial]:
+    return [
+        FailedTrial(str((r.metrics or {}).get("trial_id", "?")), trial_reason(r), trial_log(r))
+        for r in results
+        if trial_status(r) != "done"
+    ]
+
+
+def failure_line(failed: Sequence[FailedTrial], total: int) -> str:
+    """The sweep's closing line when not every trial finished its schedule."""
+    logs = ", ".join(f.log for f in failed)
+    return f"{len(failed)} of {total} trials failed; their logs: {logs}"

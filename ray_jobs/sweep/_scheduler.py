@@ -28,6 +28,7 @@ from ray.tune.search import BasicVariantGenerator
 from adprune_core.schedule import Decision, EpochReport, decide
 from ray_jobs.sweep._per_round import round_resources
 from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
+from ray_jobs.tracking.keys import TRIAL_ERROR
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -86,8 +87,8 @@ class ActivationDensityScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         self.between_rounds.discard(trial.trial_id)
-        if result.get("diverged"):
-            return TrialScheduler.STOP
+        if result.get("diverged") or result.get(TRIAL_ERROR):
+            return TrialScheduler.STOP  # a retry or another round would meet it again
         missing = [k for k in REQUIRED_FIELDS if k not in result]
         if missing:
             raise ValueError(f"trial {trial} reported no {', '.join(missing)}")

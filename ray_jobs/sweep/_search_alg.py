@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from adprune_core.schedule import EpochReport
 from ray_jobs.sweep._scheduler import ActivationDensityScheduler, RoundAwareVariantGenerator
 from ray_jobs.sweep._spec import MODEL_BASED, SearchAlgSpec, parse_search_objectives, result_key
+from ray_jobs.sweep._trial_errors import failure_reason
 
 if TYPE_CHECKING:
     from ray_jobs.sweep._spec import SweepSpec
@@ -67,7 +68,7 @@ class ChosenNetworkSearch(OptunaSearch):
     ) -> None:
         values = None if error else chosen_values(result, self.objective_names)
         if values is None:
-            reason = (result or {}).get("diverged") or ("error" if error else "unfinished")
+            reason = failure_reason(result or {}) or ("error" if error else "unfinished")
             click.echo(f"search: trial {trial_id} failed ({reason}); told the sampler so")
             super().on_trial_complete(trial_id, None, error=True)
             return

@@ -30,6 +30,7 @@ from adprune_core.data import ArrayDataset
 from adprune_core.nets import NETWORK_FILE, NETWORK_METRICS, NetworkInfo, save_network
 from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
 from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
+from ray_jobs.sweep._trial_errors import check_device, ends_on_deterministic_errors, loaded_dataset
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
 
@@ -179,14 +180,17 @@ class TrialReporter:
         self.started = time.perf_counter()
 
 
+@ends_on_deterministic_errors
 def adprune_trainable(config: dict[str, Any]) -> None:
     entered = time.time()
     spec = sweep_spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
     granted = granted_resources(spec)
     device = trial_device(spec, granted.gpu)
+    check_device(device)
     use_resources(granted, device)
-    schedule, note = load_schedule(spec, cached_dataset(spec), device)
+    data = loaded_dataset(lambda: cached_dataset(spec), spec.data.dataset)
+    schedule, note = load_schedule(spec, data, device)
     reporter = TrialReporter(schedule, granted, entered, note)
     try:
         run_loop(schedule, reporter)

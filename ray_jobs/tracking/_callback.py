@@ -36,6 +36,7 @@ from ray_jobs.tracking._operations import (
 )
 from ray_jobs.tracking._recorder import Recorder, SweepEndReport, TrialEndReport
 from ray_jobs.tracking._runs import RunResolver, RunState, SweepInfo
+from ray_jobs.tracking.keys import TRIAL_ERROR
 
 # What travels when Tune pickles the callback into its experiment state; the live parts
 # (client, thread, locks) are rebuilt from these.
@@ -160,7 +161,7 @@ class MlflowCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict) -> None:
         self._ensure_trial(trial)
-        if result.get("diverged"):
+        if result.get("diverged") or result.get(TRIAL_ERROR):
             return  # no epoch to record; on_trial_complete records the failure
         self._submit(epoch_op(trial.trial_id, result))
         if result["decision"] != "continue":

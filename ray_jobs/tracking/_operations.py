@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from adprune_core.config import flatten, get_dotted
-from ray_jobs.tracking.keys import layer_metric, net_name
+from ray_jobs.tracking.keys import TRIAL_ERROR, layer_metric, net_name
 
 EPOCH_METRICS = ("ad_total", "loss", "accuracy", "train_accuracy")
 NET_SUMMARY_METRICS = (
@@ -107,19 +107,33 @@ def trial_start_op(trial_id: str, config: dict[str, Any], search_keys: list[str]
     }
 
 
+def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    return {v: result[k] for k, v in TRIAL_METRICS.items() if result.get(k) is not None}
+
+
 def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
-    """A completed trial: done (delta or max_rounds), diverged, or stopped otherwise."""
+    """A completed trial: done (delta or max_rounds), diverged, ended by an error a retry
+    could not fix, or stopped otherwise. Only a done trial has a chosen network, so only it
+    gets the network's metrics: the others leave them unset rather than record zeros."""
     done = bool(result.get("schedule_done"))
-    status = "done" if done else ("diverged" if result.get("diverged") else "stopped")
+    status = "done" if done else trial_failure_status(result)
     return {
         "op": "trial_end",
         "trial": trial_id,
         "status": status,
-        "reason": result.get("final_stop_reason") or result.get("diverged", ""),
-        "metrics": {v: result[k] for k, v in TRIAL_METRICS.items() if result.get(k) is not None},
-        "final_widths": result.get("final_widths"),
+        "reason": result.get("final_stop_reason")
+        or result.get("diverged")
+        or result.get(TRIAL_ERROR, ""),
+        "metrics": trial_metrics(result) if done else {},
+        "final_widths": result.get("final_widths") if done else None,
         "fig3": result.get("fig3"),
     }
+
+
+def trial_failure_status(result: dict[str, Any]) -> str:
+    if result.get("diverged"):
+        return "diverged"
+    return "error" if result.get(TRIAL_ERROR) else "stopped"
 
 
 def trial_error_op(trial_id: str, reason: str) -> dict[str, Any]:

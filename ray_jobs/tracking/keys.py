@@ -25,6 +25,10 @@ SWEEP_KIND = "sweep"
 TRIAL_KIND = "trial"
 NET_KIND = "net"
 
+# A trial report field: the one-line reason of an error that ended the trial at once (a
+# retry could not fix it). Such a trial's run is FAILED, with the reason in its error tag.
+TRIAL_ERROR = "trial_error"
+
 
 def sweep_key(sweep_id: str) -> str:
     return sweep_id
