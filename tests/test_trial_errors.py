@@ -295,7 +295,7 @@ def test_ray_tmpdir_is_where_an_embedded_ray_keeps_its_sessions(ray_tmp):
 
 
 def test_each_dataset_device_and_precision_a_search_can_give_is_checked_once():
-    from adprune_core.config import spec_from_dict
+    from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
     from ray_jobs.sweep._preflight import trial_setups
 
     spec = spec_from_dict(

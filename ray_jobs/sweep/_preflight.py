@@ -13,9 +13,9 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adprune_core.config import set_dotted, spec_from_dict, spec_to_dict
+from adprune_core.config import set_dotted, spec_to_dict
 from ray_jobs.sweep._errors import LaunchError
-from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
 from ray_jobs.sweep._trial_errors import DETERMINISTIC_ERRORS, one_line
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def trial_setups(spec: SweepSpec) -> list[SweepSpec]:
         for value in [*domain.get("grid", []), *domain.get("choice", [])]:
             data = copy.deepcopy(base)
             set_dotted(data, key, value)
-            variants.append(spec_from_dict(data))
+            variants.append(sweep_spec_from_dict(data))
     distinct: dict[str, SweepSpec] = {}
     for variant in variants:
         distinct.setdefault(setup_key(variant), variant)
@@ -97,7 +97,7 @@ def node_setup_problem(spec_dict: dict[str, Any]) -> str | None:
     from adprune_core.data import load_dataset
 
     try:
-        for variant in trial_setups(spec_from_dict(spec_dict)):
+        for variant in trial_setups(sweep_spec_from_dict(spec_dict)):
             load_dataset(variant.data)
     except Exception as err:  # any error here would fail every trial on this node
         return one_line(err)
