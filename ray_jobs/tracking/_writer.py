@@ -171,9 +171,13 @@ class ArtifactLane:
             failed_at = time.monotonic()
             if writer.attempt(item, writer.recorder.apply, force=False):
                 return
+            if writer.stop_event.is_set() and writer.health.down_since is not None:
+                return  # the driver ends with the store down: the journal keeps it
             # Transient: the store is down, or only this record fails while others get
             # through (a server's 500 on a full artifact disk): count that against it.
             writer.stop_event.wait(writer.config.retry_interval_s)
+            if writer.stop_event.is_set():
+                time.sleep(min(writer.config.retry_interval_s, 1.0))  # no busy retries
             if writer.stats.last_ok > failed_at:
                 item.strikes += 1
                 if item.strikes >= writer.config.max_strikes:
@@ -266,6 +270,7 @@ class BackgroundWriter:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
+            self._watch_lag()  # before the flush too: that is when the backlog is largest
             started, cpu = time.perf_counter(), time.thread_time()
             with self.state_lock:
                 progressed = self._flush()
@@ -273,7 +278,11 @@ class BackgroundWriter:
             self.stats.add_cpu(time.thread_time() - cpu)
             self._watch_lag()
             self._tidy_journal()
-            if not progressed:  # the store is down: wait, unless the driver is ending
+            if not progressed:
+                if self.stop_event.is_set():
+                    # The store is down as the driver ends: that was the last try, the
+                    # journal keeps the rest for --resume (no waiting out drain_timeout_s).
+                    return
                 self.stop_event.wait(self.config.retry_interval_s)
 
     def _read_more(self) -> None:
