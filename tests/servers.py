@@ -19,7 +19,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("ADPRUNE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def pg_bin() -> Path:
+    """``$ADPRUNE_PG_BIN``, else the newest of Debian's ``/usr/lib/postgresql/N/bin``."""
+    if os.environ.get("ADPRUNE_PG_BIN"):
+        return Path(os.environ["ADPRUNE_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name or 0))
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = pg_bin()
 PG_USER = "nobody"
 ADMIN = ("admin", "adprune-admin-pw-1")
 
