@@ -98,7 +98,8 @@ class PostgresCluster:
             raise RuntimeError(f"{args[0]} failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
-def wait_for_http(url: str, timeout_s: float = 90) -> None:
+def wait_for_http(url: str, timeout_s: float = 300) -> None:
+    # A new PostgreSQL store runs all of MLflow's migrations first: minutes on a busy host.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
