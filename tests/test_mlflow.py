@@ -279,11 +279,12 @@ def test_server_down_then_up_queues_records_and_writes_them(tmp_path):
     from ray_jobs.tracking import (
         QUEUE_FILE,
         BackgroundWriter,
+        DeadLetters,
         Journal,
         Recorder,
-        RetryingDelivery,
         RunResolver,
         SweepInfo,
+        WriterConfig,
     )
 
     server = MlflowServer(tmp_path / "late-server")
@@ -291,8 +292,10 @@ def test_server_down_then_up_queues_records_and_writes_them(tmp_path):
     messages = []
     journal = Journal(tmp_path)
     recorder = Recorder(RunResolver(info))
-    delivery = RetryingDelivery(recorder.apply, server.uri, journal.path, messages.append, 0.2)
-    writer = BackgroundWriter(delivery, journal)
+    config = WriterConfig(retry_interval_s=0.2)
+    writer = BackgroundWriter(
+        recorder, journal, DeadLetters(tmp_path), server.uri, messages.append, config
+    )
     epoch = {
         "op": "epoch",
         "trial": "t0",
@@ -302,9 +305,9 @@ def test_server_down_then_up_queues_records_and_writes_them(tmp_path):
         "widths": [4, 4],
         "metrics": {"ad_total": 0.5},
     }
-    writer.start([])
-    writer.put({"op": "sweep_start"})
-    writer.put({**epoch, "epoch": 1})
+    writer.start()
+    writer.put([{"op": "sweep_start"}])
+    writer.put([{**epoch, "epoch": 1}])
     deadline = time.monotonic() + 60
     while not messages and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -313,8 +316,8 @@ def test_server_down_then_up_queues_records_and_writes_them(tmp_path):
     assert len((tmp_path / QUEUE_FILE).read_text().splitlines()) == 2
     server.start()
     try:
-        writer.put({**epoch, "epoch": 2})
-        writer.put({**epoch, "epoch": 2})  # a re-reported epoch is written once
+        writer.put([{**epoch, "epoch": 2}])
+        writer.put([{**epoch, "epoch": 2}])  # a re-reported epoch is written once
         assert writer.stop(timeout_s=60)
         assert not (tmp_path / QUEUE_FILE).exists()
         assert "answering again" in messages[-1]

@@ -2,7 +2,9 @@
 
 - :mod:`~ray_jobs.tracking.keys`: run keys and tag names, shared with the reading side.
 - :mod:`~ray_jobs.tracking.store`: the tracking URI, a client that fails fast, the experiment.
-- ``_journal``: the on-disk journal, delivery with retry, and the writer thread.
+- ``_journal``: the on-disk journal (fsynced appends) and the dead letters.
+- ``_errors``: sorting the writer's errors into transient (retry) and permanent (set aside).
+- ``_writer``: from the journal to the store, batched per run (:class:`BackgroundWriter`).
 - ``_runs``: resolving run keys to runs (:class:`RunResolver`).
 - ``_recorder``: applying operations to runs (:class:`Recorder`).
 - ``_callback``: the Tune callback that feeds them (:class:`MlflowCallback`).
@@ -23,10 +25,13 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "RunResolver": "._runs",
         "RunState": "._runs",
         "SweepInfo": "._runs",
-        "BackgroundWriter": "._journal",
+        "BackgroundWriter": "._writer",
+        "WriterConfig": "._writer",
         "Journal": "._journal",
-        "RetryingDelivery": "._journal",
+        "DeadLetters": "._journal",
         "QUEUE_FILE": "._journal",
+        "DEAD_LETTER_FILE": "._journal",
+        "is_transient": "._errors",
         "TrackingError": ".store",
         "resolve_tracking_uri": ".store",
         "check_store": ".store",

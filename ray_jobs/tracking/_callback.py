@@ -2,8 +2,8 @@
 
 Logging on the driver means workers on other nodes need no access to the store, and one
 process owns the run-id map that keeps every record exactly-once. The callback only turns
-Tune's events into operations; the writer thread (``_journal``) delivers them and the
-recorder (``_recorder``) applies them.
+Tune's events into records and journals them (one fsynced append per event); the writer
+(``_writer``) delivers them and the recorder (``_recorder``) applies them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import click
 from ray.tune import Callback
 
-from ray_jobs.tracking._journal import BackgroundWriter, Journal, RetryingDelivery
+from ray_jobs.tracking._journal import DeadLetters, Journal
 from ray_jobs.tracking._models import (
     chosen_model_ops,
     discard_unchosen,
@@ -30,12 +30,15 @@ from ray_jobs.tracking._operations import (
     epoch_op,
     last_error_line,
     net_end_op,
+    net_figures_op,
     trial_end_op,
     trial_error_op,
+    trial_figures_op,
     trial_start_op,
 )
 from ray_jobs.tracking._recorder import Recorder, SweepEndReport, TrialEndReport
 from ray_jobs.tracking._runs import RunResolver, RunState, SweepInfo
+from ray_jobs.tracking._writer import BackgroundWriter, writer_config
 from ray_jobs.tracking.keys import TRIAL_ERROR
 
 # What travels when Tune pickles the callback into its experiment state; the live parts
@@ -92,13 +95,7 @@ class MlflowCallback(Callback):
         self.runs = RunResolver(self.sweep, state)
         self.recorder = Recorder(self.runs, self.sweep_end_report, self.trial_end_report)
         self.journal = Journal(self.journal_dir)
-        self.delivery = RetryingDelivery(
-            self.recorder.apply,
-            self.sweep.tracking_uri,
-            self.journal.path,
-            self.echo,
-            self.retry_interval_s,
-        )
+        self.dead_letters = DeadLetters(self.journal_dir)
         self._started: set[str] = set()
         # Trials whose last result ended a network: its weights come with the checkpoint
         # Tune hands over next (on_checkpoint follows on_trial_result).
@@ -121,8 +118,9 @@ class MlflowCallback(Callback):
         return self._writer.state_lock if self._writer else threading.Lock()
 
     def get_state(self) -> dict[str, Any] | None:
-        with self._state_lock():
-            return {"recorder": dataclasses.asdict(self.runs.state)}
+        # A snapshot, not the writer's lock: Tune saves state from its event loop, which
+        # must not wait for a flush (or a logged model) to finish.
+        return {"recorder": dataclasses.asdict(self.runs.state.snapshot())}
 
     def set_state(self, state: dict[str, Any]) -> None:
         saved = dict(state["recorder"])
@@ -133,22 +131,34 @@ class MlflowCallback(Callback):
     # ------------------------------------------------------------------ events
 
     def setup(self, **info: Any) -> None:
-        replay = self.journal.read()
+        replay = len(self.journal.read())
         if replay:
-            self.echo(f"mlflow: writing {len(replay)} records queued by an earlier run")
+            self.echo(f"mlflow: writing {replay} records queued by an earlier run")
+        retried = self.dead_letters.take(self.journal)
+        if retried:
+            self.echo(f"mlflow: retrying {retried} records that the store refused before")
         self._started = set()
-        self._writer = BackgroundWriter(self.delivery, self.journal)
-        self._writer.start(replay)
+        config = writer_config(self.sweep.tracking_uri, self.retry_interval_s)
+        self._writer = BackgroundWriter(
+            self.recorder,
+            self.journal,
+            self.dead_letters,
+            self.sweep.tracking_uri,
+            self.echo,
+            config,
+        )
+        self._writer.start()
         # The first logged model would otherwise wait seconds for these imports, and the last
         # trial's models are written after its training ends, while the sweep waits for them.
         threading.Thread(target=import_model_flavor, name="mlflow-import", daemon=True).start()
         self._submit({"op": "sweep_start"})
 
-    def _submit(self, op: dict[str, Any]) -> None:
-        if self._writer is None:  # events before setup: write in this thread
-            self.delivery.submit(op)
+    def _submit(self, *ops: dict[str, Any]) -> None:
+        """One event's records, in one fsynced append."""
+        if self._writer is None:  # events before setup: the writer replays them at setup
+            self.journal.append(list(ops))
         else:
-            self._writer.put(op)
+            self._writer.put(list(ops))
 
     def _ensure_trial(self, trial: Any) -> None:
         if trial.trial_id in self._started:
@@ -163,10 +173,11 @@ class MlflowCallback(Callback):
         self._ensure_trial(trial)
         if result.get("diverged") or result.get(TRIAL_ERROR):
             return  # no epoch to record; on_trial_complete records the failure
-        self._submit(epoch_op(trial.trial_id, result))
+        ops = [epoch_op(trial.trial_id, result)]
         if result["decision"] != "continue":
-            self._submit(net_end_op(trial.trial_id, result))
+            ops += [net_end_op(trial.trial_id, result), net_figures_op(trial.trial_id, result)]
             self._closing[trial.trial_id] = result
+        self._submit(*ops)
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
@@ -186,18 +197,24 @@ class MlflowCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
+        ops = []
         if models_mode(trial) == "chosen":
             ops = chosen_model_ops(self.journal_dir, trial.trial_id, trial.last_result or {})
-            for op in ops:
-                self._submit(op)
             discard_unchosen(self.journal_dir, trial.trial_id, ops)
-        self._submit(trial_end_op(trial.trial_id, trial.last_result or {}))
+        ops += [
+            trial_end_op(trial.trial_id, trial.last_result or {}),
+            trial_figures_op(trial.trial_id, trial.last_result),
+        ]
+        self._submit(*ops)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_trial(trial)
         if models_mode(trial) == "chosen":  # a failed trial chose nothing to log
             discard_unchosen(self.journal_dir, trial.trial_id, [])
-        self._submit(trial_error_op(trial.trial_id, last_error_line(trial)))
+        self._submit(
+            trial_error_op(trial.trial_id, last_error_line(trial)),
+            trial_figures_op(trial.trial_id, None),
+        )
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         finished = all(t.status == "TERMINATED" for t in trials)
@@ -209,14 +226,27 @@ class MlflowCallback(Callback):
             }
         )
         complete = self._writer.stop(self.drain_timeout_s) if self._writer else True
-        self.echo(
-            f"mlflow: {self.delivery.writes} records written in "
-            f"{self.delivery.busy_cpu_s:.1f}s of writer CPU time "
-            f"({self.delivery.busy_s:.1f}s wall)"
-        )
+        self.echo(self.closing_line())
         if not complete:
             self.echo(
                 f"mlflow: records are still queued in {self.journal.path}; "
                 f"`adprune-sweep launch SPEC.yaml --name {self.sweep.name} --resume` "
                 "writes them once the store answers"
             )
+
+    def closing_line(self) -> str:
+        """Records, the writer's CPU, the worst lag, and the records set aside."""
+        if self._writer is None:
+            return "mlflow: no records written"
+        stats = self._writer.stats
+        line = (
+            f"mlflow: {stats.written} records written in {stats.cpu_s:.1f}s of writer CPU "
+            f"time ({stats.busy_s:.1f}s wall); worst lag {stats.worst_lag_records} records, "
+            f"{stats.worst_lag_s:.1f}s"
+        )
+        dead = self.dead_letters.count
+        if dead:
+            line += (
+                f"; {dead} records set aside in {self.dead_letters.path} (`--resume` retries them)"
+            )
+        return line

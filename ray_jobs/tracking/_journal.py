@@ -1,210 +1,163 @@
-"""Getting operations into the store: the on-disk journal, delivery with retry, and the
-writer thread.
+"""The on-disk journal of records not yet known to be in the store, and the dead letters.
 
-Every operation is appended to the journal (a JSON-lines file in the sweep's folder) before
-anything else happens to it, and the journal is emptied only once every operation has been
-applied. A driver killed with operations in memory therefore loses none: the next
-``--resume`` replays the journal, and every operation is idempotent (see ``_recorder``).
+Every record is appended to the journal (a JSON-lines file in the sweep's folder) before
+anything else happens to it, and each append is flushed and fsynced before it counts as
+written (as Optuna's journal storage does): a power loss cannot take a record the journal
+claims to hold. The writer reads the journal back from an offset instead of keeping a list,
+so a writer that falls behind holds at most one flush in memory and the rest waits on disk.
+A driver killed with records unwritten loses none: the next ``--resume`` replays the journal,
+and every record is idempotent (see ``_recorder``).
 
-While the store does not answer, operations stay pending, in order, and are retried every
-``retry_interval_s``; training goes on meanwhile, because the writer has a thread of its own
-and Tune's event loop (and with it every trial waiting on ``tune.report``) never waits for it.
+A record that the store refused for a reason retrying cannot fix goes to the dead-letter file
+beside the journal, with its error; ``--resume`` moves it back into the journal.
 """
 
 from __future__ import annotations
 
 import json
-import queue
+import os
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from ray_jobs.tracking.store import first_line
 
 Operation = dict[str, Any]
 
 QUEUE_FILE = "mlflow-queue.jsonl"
-
-# Errors that retrying cannot fix: the operation is reported and dropped, not queued forever.
-PERMANENT_ERROR_CODES = (
-    "INVALID_PARAMETER_VALUE",
-    "BAD_REQUEST",
-    "RESOURCE_DOES_NOT_EXIST",
-    "INVALID_STATE",
-    "PERMISSION_DENIED",
-)
+DEAD_LETTER_FILE = "mlflow-dead-letters.jsonl"
+# The journal is rewritten without its written head once that head is this large, so a
+# writer that never quite catches up does not grow it for the whole sweep.
+COMPACT_BYTES = 16 * 1024 * 1024
 
 
-def is_permanent(err: BaseException) -> bool:
-    return getattr(err, "error_code", None) in PERMANENT_ERROR_CODES
+def encode(ops: list[Operation]) -> bytes:
+    return "".join(json.dumps(op, separators=(",", ":")) + "\n" for op in ops).encode()
+
+
+def append_synced(path: Path, data: bytes) -> None:
+    """Append ``data`` and fsync it: only then does it count as written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def parse_lines(data: bytes) -> list[Operation]:
+    ops = []
+    for line in data.splitlines():
+        try:
+            ops.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a killed driver; its epoch is re-reported
+    return ops
+
+
+@dataclass
+class Chunk:
+    """Records read from the journal, and the offset just past them."""
+
+    ops: list[Operation]
+    end: int
 
 
 class Journal:
-    """The JSON-lines file of operations not yet known to be in the store."""
+    """The JSON-lines file of records not yet known to be in the store."""
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / QUEUE_FILE
+        self.lock = threading.Lock()  # appends, reads past the end, and rewrites
+        self.sync_s = 0.0  # time spent in fsync'd appends, for the benchmark
 
-    def append(self, op: Operation) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(op) + "\n")
+    def append(self, ops: list[Operation]) -> None:
+        """One fsynced append for ``ops`` (the records of one Tune event)."""
+        stamp = time.time()
+        for op in ops:
+            op.setdefault("queued_at", stamp)  # for the writer's lag in seconds
+        data = encode(ops)
+        started = time.perf_counter()
+        with self.lock:
+            append_synced(self.path, data)
+        self.sync_s += time.perf_counter() - started
 
     def read(self) -> list[Operation]:
-        if not self.path.exists():
-            return []
-        ops = []
-        for line in self.path.read_text().splitlines():
-            try:
-                ops.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a killed driver; its epoch is re-reported
-        return ops
+        return self.read_from(0, 1 << 62).ops
+
+    def read_from(self, offset: int, max_records: int) -> Chunk:
+        """Up to ``max_records`` whole lines from ``offset`` on."""
+        with self.lock:
+            if not self.path.exists():
+                return Chunk([], offset)
+            with self.path.open("rb") as handle:
+                handle.seek(offset)
+                lines = []
+                for line in handle:
+                    if not line.endswith(b"\n") or len(lines) >= max_records:
+                        break  # a line still being written, or enough for one flush
+                    lines.append(line)
+        end = offset + sum(len(line) for line in lines)
+        return Chunk(parse_lines(b"".join(lines)), end)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def compact(self, offset: int, keep: list[Operation]) -> int:
+        """Drop the head before ``offset`` except ``keep`` (records taken but not yet
+        written); the new offset of the unread tail."""
+        with self.lock:
+            tail = b""
+            if self.path.exists():
+                with self.path.open("rb") as handle:
+                    handle.seek(offset)
+                    tail = handle.read()
+            head = encode(keep)
+            partial = self.path.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            append_synced(partial, head + tail)
+            os.replace(partial, self.path)
+            return len(head)
+
+    def clear_if_read(self, offset: int) -> bool:
+        """Remove the journal if nothing was appended past ``offset``."""
+        with self.lock:
+            if self.size() != offset:
+                return False
+            self.path.unlink(missing_ok=True)
+            return True
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
-class RetryingDelivery:
-    """Applies operations in order with ``apply``; while the store is down, keeps them
-    pending and tries again at most every ``retry_interval_s``."""
+class DeadLetters:
+    """Records the store refused for good, each with its error, beside the journal."""
 
-    def __init__(
-        self,
-        apply: Callable[[Operation], None],
-        store_uri: str,
-        journal_path: Path,
-        echo: Callable[[str], None],
-        retry_interval_s: float = 15.0,
-    ) -> None:
-        self.apply = apply
-        self.store_uri = store_uri
-        self.journal_path = journal_path
-        self.echo = echo
-        self.retry_interval_s = retry_interval_s
-        self.pending: list[Operation] = []
-        self._down_since: float | None = None
-        self._last_attempt = 0.0
-        self.writes = 0  # operations applied, for the closing line
-        self.busy_s = 0.0  # wall time spent writing to the store
-        # CPU time of those writes: on cores shared with trials the wall time mostly
-        # measures waiting for a core, the CPU time what logging takes from the trials.
-        self.busy_cpu_s = 0.0
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / DEAD_LETTER_FILE
+        self._lock = threading.Lock()
+        self.count = 0  # added by this driver
 
-    def submit(self, op: Operation) -> None:
-        self.pending.append(op)
-        if self._down_since is not None and not self._retry_due():
-            return
-        self.flush()
+    def add(self, op: Operation, error: str) -> None:
+        entry = {"error": error, "at": time.time(), "record": op}
+        with self._lock:
+            append_synced(self.path, encode([entry]))
+            self.count += 1
 
-    def _retry_due(self) -> bool:
-        return time.monotonic() - self._last_attempt >= self.retry_interval_s
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return parse_lines(self.path.read_bytes())
 
-    def flush(self) -> bool:
-        """Write every pending operation in order; False if the store is (still) down."""
-        started, started_cpu = time.perf_counter(), time.thread_time()
-        try:
-            return self._flush()
-        finally:
-            self.busy_s += time.perf_counter() - started
-            self.busy_cpu_s += time.thread_time() - started_cpu
-
-    def _flush(self) -> bool:
-        self._last_attempt = time.monotonic()
-        while self.pending:
-            op = self.pending[0]
-            try:
-                self.apply(op)
-            except Exception as err:
-                if not is_permanent(err):
-                    self._went_down(err)
-                    return False
-                self.echo(f"mlflow: dropped {op['op']} record: {first_line(err)}")
-            else:
-                self.writes += 1
-            self.pending.pop(0)
-        self._came_back()
-        return True
-
-    def _went_down(self, err: BaseException) -> None:
-        if self._down_since is not None:
-            return
-        self._down_since = time.monotonic()
-        self.echo(
-            f"mlflow: store {self.store_uri} not answering ({first_line(err)}); "
-            f"training goes on, records are queued in {self.journal_path} "
-            f"and retried every {self.retry_interval_s:g}s"
-        )
-
-    def _came_back(self) -> None:
-        if self._down_since is None:
-            return
-        self.echo(
-            f"mlflow: store answering again after "
-            f"{time.monotonic() - self._down_since:.0f}s; queued records written"
-        )
-        self._down_since = None
-
-
-_STOP: Operation = {"op": "_stop"}
-
-
-class BackgroundWriter:
-    """Journals each operation on the caller's thread, and delivers it on a thread of its own.
-
-    ``state_lock`` is held while an operation is applied, so the caller can read or replace
-    the recorder's run map (Tune's callback state) between two writes.
-    """
-
-    def __init__(self, delivery: RetryingDelivery, journal: Journal) -> None:
-        self.delivery = delivery
-        self.journal = journal
-        self.state_lock = threading.Lock()
-        self._journal_lock = threading.Lock()
-        self._queue: queue.Queue[Operation] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="mlflow-writer", daemon=True)
-
-    def start(self, replay: list[Operation]) -> None:
-        """Start writing, first the operations ``replay`` (already in the journal)."""
-        for op in replay:
-            self._queue.put(op)
-        self._thread.start()
-
-    def put(self, op: Operation) -> None:
-        with self._journal_lock:
-            self.journal.append(op)
-            self._queue.put(op)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                op = self._queue.get(timeout=self.delivery.retry_interval_s)
-            except queue.Empty:
-                if self.delivery.pending:
-                    with self.state_lock:
-                        self.delivery.flush()
-                    self._clear_journal_if_idle()
-                continue
-            if op is _STOP:
-                return
-            with self.state_lock:
-                self.delivery.submit(op)
-            self._clear_journal_if_idle()
-
-    def _clear_journal_if_idle(self) -> None:
-        with self._journal_lock:
-            if self._queue.empty() and not self.delivery.pending:
-                self.journal.clear()
-
-    def stop(self, timeout_s: float) -> bool:
-        """Write what is queued (up to ``timeout_s``); False if some of it is still unwritten."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            return False
-        if self.delivery.pending:
-            self.delivery.flush()  # one last try before the driver exits
-        self._clear_journal_if_idle()
-        return not self.delivery.pending
+    def take(self, journal: Journal) -> int:
+        """Move every dead letter back into ``journal`` (to be retried); how many."""
+        records = [entry["record"] for entry in self.entries()]
+        if records:
+            journal.append(records)
+        self.path.unlink(missing_ok=True)
+        return len(records)

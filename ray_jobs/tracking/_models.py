@@ -32,9 +32,8 @@ MODEL_TYPE = "adprune-network"
 
 
 class MissingNetworkFile(Exception):
-    """The staged weights of a network are gone: the operation cannot succeed on a retry."""
-
-    error_code = "RESOURCE_DOES_NOT_EXIST"  # the writer drops it, with a line, as permanent
+    """The staged weights of a network are gone: the record cannot succeed on a retry (not a
+    transient error, so the writer sets it aside with one line)."""
 
 
 def staged_path(home: Path, trial_id: str, net: str) -> Path:

@@ -67,6 +67,7 @@ def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The network's closing metrics and tags (a run record)."""
     metrics: dict[str, Any] = {key: result[key] for key in NET_SUMMARY_METRICS}
     metrics["epochs"] = result["epoch"]
     if result.get("epochs_to_rho") is not None:
@@ -74,10 +75,18 @@ def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     metrics.update({k: result[k] for k in LATENCY_METRICS if result.get(k) is not None})
     return {
         **network_fields("net_end", trial_id, result),
-        "net0_widths": result["net0_widths"],
         "metrics": metrics,
         "profile": result.get("net_profile", result.get("profile", "")),
         "end_reason": result["decision_reason"],
+        "time_ms": int(1000 * result.get("timestamp", 0)) or None,
+    }
+
+
+def net_figures_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The network's files (an artifact record, written off the metrics' path)."""
+    return {
+        **network_fields("net_figures", trial_id, result),
+        "net0_widths": result["net0_widths"],
         "ad_history": result["ad_history"],
         "layer_ad_history": result.get("net_layer_ad_history", []),
     }
@@ -126,6 +135,16 @@ def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
         or result.get(TRIAL_ERROR, ""),
         "metrics": trial_metrics(result) if done else {},
         "final_widths": result.get("final_widths") if done else None,
+    }
+
+
+def trial_figures_op(trial_id: str, result: dict[str, Any] | None) -> dict[str, Any]:
+    """After a trial's end: the sweep's progress, and a finished trial's figures."""
+    result = result or {}
+    return {
+        "op": "trial_figures",
+        "trial": trial_id,
+        "done": bool(result.get("schedule_done")),
         "fig3": result.get("fig3"),
     }
 

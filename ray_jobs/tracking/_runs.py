@@ -56,6 +56,13 @@ class RunState:
     closed: set[str] = field(default_factory=set)
     node_ip: dict[str, str] = field(default_factory=dict)
 
+    def snapshot(self) -> RunState:
+        """A copy taken while the writer may be changing it: copying a dict or a set of
+        strings is one step under CPython's GIL, iterating over it (asdict) is not."""
+        return RunState(
+            dict(self.run_ids), dict(self.last_step), set(self.closed), dict(self.node_ip)
+        )
+
 
 def param_value(value: Any) -> str:
     if isinstance(value, list | dict | tuple) or value is None:

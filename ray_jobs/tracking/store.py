@@ -107,11 +107,30 @@ def check_store(uri: str) -> Any:
         try:
             client.search_experiments(max_results=1)
         except Exception as err:  # any failure here means the store is unusable for this sweep
-            where = (
-                "no MLflow server answering there" if is_server(uri) else "cannot open the store"
-            )
-            raise TrackingError(f"--tracking-uri {uri}: {where} ({first_line(err)})") from None
+            raise TrackingError(f"--tracking-uri {uri}: {unusable(uri, err)}") from None
     return client
+
+
+def refused_credentials(err: BaseException) -> bool:
+    """The server answered, and said no to who we are (HTTP 401 or 403)."""
+    return getattr(err, "error_code", None) in (
+        "UNAUTHENTICATED",
+        "CUSTOMER_UNAUTHORIZED",
+        "PERMISSION_DENIED",
+    )
+
+
+def unusable(uri: str, err: BaseException) -> str:
+    """Why the first request to the store failed, in words a user can act on."""
+    if refused_credentials(err):
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        who = f"user {user!r}" if user else "no MLFLOW_TRACKING_USERNAME"
+        return (
+            f"the server refused the credentials ({who}; set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to an account of its basic-auth app)"
+        )
+    where = "no MLflow server answering there" if is_server(uri) else "cannot open the store"
+    return f"{where} ({first_line(err)})"
 
 
 def schema_lock(uri: str) -> Any:
