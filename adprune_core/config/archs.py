@@ -1,7 +1,7 @@
 """The built-in architectures as descriptions: conv widths, pools and blocks, without torch.
 
-The modules are built from these in :mod:`adprune_core.models`; the analytic cost in
-:mod:`adprune_core.cost` counts from them alone, so ``adprune-sweep cost`` of a built-in arch
+The modules are built from these in :mod:`adprune_core.nets.models`; the analytic cost in
+:mod:`adprune_core.nets.cost` counts from them alone, so ``adprune-sweep cost`` of a built-in arch
 never loads torch.
 """
 

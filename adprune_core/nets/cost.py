@@ -3,7 +3,7 @@
 Counted from the architecture description alone, never from a built module, so the tests can
 check it independently against ``FlopCounterMode`` and ``nn.Module.parameters()``. An arch
 without such a description (a plugin's factory) is counted on a dry forward pass instead
-(:mod:`adprune_core.flop_cost`).
+(:mod:`adprune_core.nets.flop_cost`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from adprune_core.config.archs import (
 
 ENERGY_PER_MAC_J = 4.6e-12  # 45 nm CMOS, fp32 MAC (the paper's E_MAC)
 # Families counted from their description; any other arch (a plugin's factory) is counted on
-# a dry forward pass by adprune_core.flop_cost.
+# a dry forward pass by adprune_core.nets.flop_cost.
 ANALYTIC_FAMILIES = ("vgg", "cnn", "resnet")
 
 

@@ -6,7 +6,7 @@
     build(widths: list[int], num_classes: int, in_channels: int, input_size: int) -> nn.Module
 
 with its net0 widths as a ``default_widths`` attribute of the factory, or of its module. The
-prunable layers are the module's :class:`~adprune_core.prunable.LayerReLU` modules, in the order
+prunable layers are the module's :class:`~adprune_core.nets.LayerReLU` modules, in the order
 the forward pass runs them. Every network a factory builds is checked in one dry forward pass
 before it trains; each failure is one :class:`PluginError` line naming the factory.
 """

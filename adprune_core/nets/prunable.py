@@ -1,8 +1,8 @@
 """What every prunable network is, whoever builds it: the ReLU that closes a prunable layer,
 the base class that knows the widths and channel groups, and an arch's registry entry.
 
-Kept apart from :mod:`adprune_core.models` so that plugin factories
-(:mod:`adprune_core.plugins`) and the built-in archs share it without importing each other.
+Kept apart from :mod:`adprune_core.nets.models` so that plugin factories
+(:mod:`adprune_core.nets.plugins`) and the built-in archs share it without importing each other.
 """
 
 from __future__ import annotations

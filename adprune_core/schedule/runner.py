@@ -1,7 +1,7 @@
 """One schedule in this process, with progress lines and the paper's Table I for it.
 
 What ``adprune-sweep run`` does, and what a script calls to run a spec without Ray: the same
-decisions as a sweep trial (:func:`adprune_core.criteria.decide`)."""
+decisions as a sweep trial (:func:`adprune_core.schedule.decide`)."""
 
 from __future__ import annotations
 
