@@ -40,6 +40,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from servers import ADMIN, PostgresCluster, TrackingServer  # noqa: E402
 
+from adprune_core.schedule.report import EpochReport, NetClosing  # noqa: E402
+
 BASELINE = "ad6d3ae"  # the writer before batching, lanes and dead letters
 WIDTHS = [32, 32, 64, 64]  # the quickstart's cnn
 
@@ -96,40 +98,40 @@ def load_baseline(revision: str, into: Path) -> Any:
 
 
 def report(net: int, epoch: int, last: bool) -> dict[str, Any]:
-    """One Tune result with the quickstart's report fields."""
-    result = {
-        "phase": "search",
-        "round": net,
-        "widths": WIDTHS,
-        "epoch": epoch,
-        "ad_total": 0.4 - 0.001 * epoch,
-        "loss": 1.0 / epoch,
-        "accuracy": 0.9,
-        "train_accuracy": 0.92,
-        "layer_ad": [0.4, 0.41, 0.38, 0.37],
-        "node_ip": "127.0.0.1",
-        "timestamp": time.time(),
-        "resources_cpu": 1.0,
-        "resources_gpu": 0.0,
-        "decision": "continue",
-    }
+    """One Tune result with the quickstart's report fields, as a trial sends them."""
+    closing = None
     if last:
-        result.update(
-            decision="next_round",
-            decision_reason="rho saturated",
-            params=1.0e5,
-            macs=2.0e6,
-            energy_j=1.0e-5,
-            param_reduction=1.0 + net,
-            mac_reduction=1.0 + net,
-            training_complexity=float(epoch),
-            epochs_to_rho=epoch,
-            ad_history=[0.4] * epoch,
-            net_layer_ad_history=[[0.4, 0.41, 0.38, 0.37]] * epoch,
-            net0_widths=WIDTHS,
-            net_profile="flat",
+        closing = NetClosing(
+            layer_ad_history=[[0.4, 0.41, 0.38, 0.37]] * epoch, profile="flat", epochs_to_rho=epoch
         )
-    return result
+    epoch_report = EpochReport(
+        phase="search",
+        round=net,
+        epoch=epoch,
+        widths=WIDTHS,
+        ad_total=0.4 - 0.001 * epoch,
+        layer_ad=[0.4, 0.41, 0.38, 0.37],
+        ad_history=[0.4] * epoch,
+        accuracy=0.9,
+        loss=1.0 / epoch,
+        train_accuracy=0.92,
+        params=100_000,
+        macs=2_000_000,
+        energy_j=1.0e-5,
+        param_reduction=1.0 + net,
+        mac_reduction=1.0 + net,
+        training_complexity=float(epoch),
+        net0_widths=WIDTHS,
+        decision="next_round" if last else "continue",
+        decision_reason="saturated" if last else "training",
+        profile="flat" if last else "",
+        schedule_done=False,
+        closing=closing,
+        node_ip="127.0.0.1",
+        resources_cpu=1.0,
+        resources_gpu=0.0,
+    )
+    return {**epoch_report.to_tune(), "timestamp": time.time()}
 
 
 def trial(index: int) -> SimpleNamespace:

@@ -39,9 +39,10 @@ def decision_line(report: EpochReport, state: ScheduleState) -> str | None:
     name = net_name(report.phase, report.round)
     rho = state.records[-1].end_reason
     if report.decision == "next_round":
+        following = net_name("search", report.round + 1)
         return (
             f"  {name}: rho {rho} after {report.epoch} epochs, profile "
-            f"{report.profile} -> net{report.round + 1} {short_widths(state.widths)}"
+            f"{report.profile} -> {following} {short_widths(state.widths)}"
         )
     if report.phase == "final":
         return f"  final phase done after {report.epoch} epochs"
@@ -49,7 +50,7 @@ def decision_line(report: EpochReport, state: ScheduleState) -> str | None:
     return (
         f"  {name}: rho {rho} after {report.epoch} epochs, profile {report.profile}, "
         f"delta stops the search ({report.decision_reason}); "
-        f"chosen net{state.chosen_round}, {tail}"
+        f"chosen {net_name('search', state.chosen_round)}, {tail}"
     )
 
 
@@ -99,7 +100,7 @@ def rounds_table(state: ScheduleState) -> str:
 def summary_lines(summary: ScheduleSummary) -> list[str]:
     ratio = summary.training_complexity / summary.baseline_complexity
     return [
-        f"chosen: net{summary.chosen_round} {short_widths(summary.widths, 20)}  "
+        f"chosen: {net_name('search', summary.chosen_round)} {short_widths(summary.widths, 20)}  "
         f"accuracy {100 * summary.accuracy:.1f}%  params {summary.param_reduction:.1f}x  "
         f"MACs {summary.mac_reduction:.1f}x  (search stopped: {summary.stop_reason})",
         f"training complexity (Eq. 1): {summary.training_complexity:.1f} "

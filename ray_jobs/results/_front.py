@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adprune_core.config import Objective, SpecError
+from adprune_core.config import LATENCY_FIELDS, Objective, SpecError
 from adprune_core.config import parse_objectives as parse_objectives_of
 from ray_jobs.results._records import NetworkRow
 
@@ -26,10 +26,7 @@ OBJECTIVE_COLUMNS = (
     "macs",
     "energy_j",
     "epochs",
-    "latency_ms_b1",
-    "latency_ms_batch",
-    "latency_reduction_b1",
-    "latency_reduction_batch",
+    *LATENCY_FIELDS,
 )
 DEFAULT_OBJECTIVES = "accuracy:max,mac_reduction:max"
 UNITS = {

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adprune_core.config import LATENCY_FIELDS
 from ray_jobs.tracking.keys import (
     CLOSED_TAG,
     KIND_TAG,
@@ -25,12 +26,7 @@ from ray_jobs.tracking.store import (
 )
 
 PAGE_SIZE = 1000
-LATENCY_COLUMNS = (
-    "latency_ms_b1",
-    "latency_ms_batch",
-    "latency_reduction_b1",
-    "latency_reduction_batch",
-)
+LATENCY_COLUMNS = LATENCY_FIELDS
 
 
 def existing_store(option: str | None) -> tuple[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from adprune_core.config import get_dotted
-from adprune_core.schedule import short_widths
+from adprune_core.config import get_dotted, net_name
+from adprune_core.schedule import EpochReport, short_widths
 from ray_jobs.sweep._trial_errors import (
     ERROR_LOG,
     TUNE_ERROR_FILE,
@@ -34,20 +34,11 @@ def make_progress_callback() -> Any:
             if result.get(TRIAL_ERROR):
                 click.echo(f"[{trial.trial_id}] error (not retried): {result[TRIAL_ERROR]}")
                 return
-            name = "final" if result["phase"] == "final" else f"net{result['round']}"
             if result.get("diverged"):
+                name = net_name(result["phase"], result["round"])
                 click.echo(f"[{trial.trial_id}] {name:<6} diverged: {result['diverged']}")
                 return
-            if result.get("checkpoint_fallback"):
-                click.echo(f"[{trial.trial_id}] checkpoint {result['checkpoint_fallback']}")
-            line = (
-                f"[{trial.trial_id}] {name:<6} epoch {result['epoch']:>3}  "
-                f"AD {result['ad_total']:.4f}  acc {100 * result['accuracy']:5.1f}%  "
-                f"widths {short_widths(result['widths'])}{share_text(result)}"
-            )
-            if result["decision"] != "continue":
-                line += f"  -> {result['decision']} ({result['decision_reason']})"
-            click.echo(line)
+            click.echo(epoch_progress_line(trial.trial_id, EpochReport.from_tune(result)))
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             click.echo(
@@ -64,14 +55,31 @@ def make_progress_callback() -> Any:
     return ProgressPrinter()
 
 
-def share_text(result: dict[str, Any]) -> str:
+def epoch_progress_line(trial_id: str, report: EpochReport) -> str:
+    """The epoch's line (after a checkpoint-fallback line, when the trial resumed from an
+    older checkpoint), with the decision when the epoch ends a network."""
+    prefix = ""
+    if report.checkpoint_fallback:
+        prefix = f"[{trial_id}] checkpoint {report.checkpoint_fallback}\n"
+    name = net_name(report.phase, report.round)
+    line = (
+        f"[{trial_id}] {name:<6} epoch {report.epoch:>3}  "
+        f"AD {report.ad_total:.4f}  acc {100 * report.accuracy:5.1f}%  "
+        f"widths {short_widths(report.widths)}{share_text(report)}"
+    )
+    if report.ends_network:
+        line += f"  -> {report.decision} ({report.decision_reason})"
+    return prefix + line
+
+
+def share_text(report: EpochReport) -> str:
     """The CPUs (and GPU share) this network trains on: with ``resources.per_round`` they
     change from round to round."""
-    if "resources_cpu" not in result:
+    if report.resources_cpu is None:
         return ""
-    text = f"  cpu {result['resources_cpu']:g}"
-    if result.get("resources_gpu"):
-        text += f" gpu {result['resources_gpu']:g}"
+    text = f"  cpu {report.resources_cpu:g}"
+    if report.resources_gpu:
+        text += f" gpu {report.resources_gpu:g}"
     return text
 
 
@@ -146,7 +154,7 @@ def network_cells(metrics: dict[str, Any]) -> list[str]:
     if not metrics.get("schedule_done"):
         return [NO_VALUE] * 5
     return [
-        f"net{metrics['final_chosen_round']}",
+        net_name("search", metrics["final_chosen_round"]),
         short_widths(metrics["final_widths"], 12),
         f"{100 * metrics['final_accuracy']:.1f}%",
         f"{metrics['final_mac_reduction']:.1f}x",

@@ -39,7 +39,7 @@ from ray_jobs.tracking._operations import (
 from ray_jobs.tracking._recorder import Recorder, SweepEndReport, TrialEndReport
 from ray_jobs.tracking._runs import RunResolver, RunState, SweepInfo
 from ray_jobs.tracking._writer import BackgroundWriter, writer_config
-from ray_jobs.tracking.keys import TRIAL_ERROR
+from ray_jobs.tracking.keys import TRIAL_ERROR, net_name
 
 # What travels when Tune pickles the callback into its experiment state; the live parts
 # (client, thread, locks) are rebuilt from these.
@@ -66,7 +66,7 @@ def import_model_flavor() -> None:
 
 
 def result_net(result: dict[str, Any]) -> str:
-    return "final" if result["phase"] == "final" else f"net{result['round']}"
+    return net_name(result["phase"], result["round"])
 
 
 class MlflowCallback(Callback):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adprune_core.config import flatten, get_dotted
+from adprune_core.config import LATENCY_FIELDS, flatten, get_dotted
+from adprune_core.schedule.report import EpochReport
 from ray_jobs.tracking.keys import TRIAL_ERROR, layer_metric, net_name
 
 EPOCH_METRICS = ("ad_total", "loss", "accuracy", "train_accuracy")
@@ -17,78 +18,83 @@ NET_SUMMARY_METRICS = (
     "training_complexity",
 )
 # Present where the spec's record.latency is on (the default).
-LATENCY_METRICS = (
-    "latency_ms_b1",
-    "latency_ms_batch",
-    "latency_reduction_b1",
-    "latency_reduction_batch",
+LATENCY_METRICS = LATENCY_FIELDS
+# The trial run's metrics: its chosen (or final-phase) network's, from the report's summary.
+TRIAL_METRICS = (
+    *LATENCY_FIELDS,
+    "accuracy",
+    "param_reduction",
+    "mac_reduction",
+    "training_complexity",
+    "baseline_complexity",
+    "rounds",
+    "chosen_round",
 )
-TRIAL_METRICS = {
-    **{f"final_{key}": key for key in LATENCY_METRICS},
-    "final_accuracy": "accuracy",
-    "final_param_reduction": "param_reduction",
-    "final_mac_reduction": "mac_reduction",
-    "final_training_complexity": "training_complexity",
-    "final_baseline_complexity": "baseline_complexity",
-    "final_rounds": "rounds",
-    "final_chosen_round": "chosen_round",
-}
 
 
-def network_fields(op: str, trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
+def network_fields(op: str, trial_id: str, report: EpochReport) -> dict[str, Any]:
     """What names the net[i] run an operation belongs to, its epoch, and the share it
     trains on (a param of the run: with ``resources.per_round`` it differs per network)."""
-    fields = {
+    fields: dict[str, Any] = {
         "op": op,
         "trial": trial_id,
-        "net": net_name(result["phase"], result["round"]),
-        "phase": result["phase"],
-        "round": result["round"],
-        "widths": result["widths"],
-        "epoch": result["epoch"],
+        "net": net_name(report.phase, report.round),
+        "phase": report.phase,
+        "round": report.round,
+        "widths": report.widths,
+        "epoch": report.epoch,
     }
-    if "resources_cpu" in result:
+    if report.resources_cpu is not None:
         fields["resources"] = {
-            "resources.cpu": result["resources_cpu"],
-            "resources.gpu": result.get("resources_gpu", 0.0),
+            "resources.cpu": report.resources_cpu,
+            "resources.gpu": report.resources_gpu or 0.0,
         }
     return fields
 
 
+def time_ms(result: dict[str, Any]) -> int | None:
+    """When Tune received the result (its own ``timestamp``), for the metrics' time."""
+    return int(1000 * result.get("timestamp", 0)) or None
+
+
 def epoch_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
-    metrics = {key: result[key] for key in EPOCH_METRICS}
-    metrics.update({layer_metric(i): ad for i, ad in enumerate(result["layer_ad"])})
+    report = EpochReport.from_tune(result)
+    metrics = {key: getattr(report, key) for key in EPOCH_METRICS}
+    metrics.update({layer_metric(i): ad for i, ad in enumerate(report.layer_ad)})
     return {
-        **network_fields("epoch", trial_id, result),
+        **network_fields("epoch", trial_id, report),
         "metrics": metrics,
-        "node_ip": result.get("node_ip", ""),
-        "time_ms": int(1000 * result.get("timestamp", 0)) or None,
+        "node_ip": report.node_ip,
+        "time_ms": time_ms(result),
     }
 
 
 def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     """The network's closing metrics and tags (a run record)."""
-    metrics: dict[str, Any] = {key: result[key] for key in NET_SUMMARY_METRICS}
-    metrics["epochs"] = result["epoch"]
-    if result.get("epochs_to_rho") is not None:
-        metrics["epochs_to_rho"] = result["epochs_to_rho"]
-    metrics.update({k: result[k] for k in LATENCY_METRICS if result.get(k) is not None})
+    report = EpochReport.from_tune(result)
+    closing = report.closing
+    metrics: dict[str, Any] = {key: getattr(report, key) for key in NET_SUMMARY_METRICS}
+    metrics["epochs"] = report.epoch
+    if closing is not None and closing.epochs_to_rho is not None:
+        metrics["epochs_to_rho"] = closing.epochs_to_rho
+    metrics.update(closing.latency if closing is not None else {})
     return {
-        **network_fields("net_end", trial_id, result),
+        **network_fields("net_end", trial_id, report),
         "metrics": metrics,
-        "profile": result.get("net_profile", result.get("profile", "")),
-        "end_reason": result["decision_reason"],
-        "time_ms": int(1000 * result.get("timestamp", 0)) or None,
+        "profile": closing.profile if closing is not None else report.profile,
+        "end_reason": report.decision_reason,
+        "time_ms": time_ms(result),
     }
 
 
 def net_figures_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     """The network's files (an artifact record, written off the metrics' path)."""
+    report = EpochReport.from_tune(result)
     return {
-        **network_fields("net_figures", trial_id, result),
-        "net0_widths": result["net0_widths"],
-        "ad_history": result["ad_history"],
-        "layer_ad_history": result.get("net_layer_ad_history", []),
+        **network_fields("net_figures", trial_id, report),
+        "net0_widths": report.net0_widths,
+        "ad_history": report.ad_history,
+        "layer_ad_history": report.closing.layer_ad_history if report.closing else [],
     }
 
 
@@ -117,7 +123,11 @@ def trial_start_op(trial_id: str, config: dict[str, Any], search_keys: list[str]
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    return {v: result[k] for k, v in TRIAL_METRICS.items() if result.get(k) is not None}
+    summary = EpochReport.from_tune(result).summary
+    if summary is None:
+        return {}
+    values = {key: getattr(summary, key) for key in TRIAL_METRICS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +136,7 @@ def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     gets the network's metrics: the others leave them unset rather than record zeros."""
     done = bool(result.get("schedule_done"))
     status = "done" if done else trial_failure_status(result)
+    summary = EpochReport.from_tune(result).summary if done else None
     return {
         "op": "trial_end",
         "trial": trial_id,
@@ -134,7 +145,7 @@ def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
         or result.get("diverged")
         or result.get(TRIAL_ERROR, ""),
         "metrics": trial_metrics(result) if done else {},
-        "final_widths": result.get("final_widths") if done else None,
+        "final_widths": summary.widths if done and summary is not None else None,
     }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from adprune_core.config import net_label
 from ray_jobs.tracking.keys import (
     CLOSED_TAG,
     KEY_TAG,
@@ -249,7 +250,7 @@ class RunResolver:
         return self.resolve(
             net_key(s.sweep_id, trial_id, net),
             NET_KIND,
-            net if op["phase"] == "search" else f"final (net{op['round']})",
+            net_label(op["phase"], op["round"], sep=" "),
             trial_key(s.sweep_id, trial_id),
             {
                 "sweep": s.name,

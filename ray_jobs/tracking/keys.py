@@ -42,10 +42,5 @@ def net_key(sweep_id: str, trial_id: str, net: str) -> str:
     return f"{sweep_id}/{trial_id}/{net}"
 
 
-def net_name(phase: str, round_index: int) -> str:
-    """``net2`` for a search round, ``final`` for the final phase."""
-    return "final" if phase == "final" else f"net{round_index}"
-
-
 def layer_metric(index: int) -> str:
     return f"ad/layer_{index:02d}"
