@@ -9,6 +9,8 @@ runs by kind and closed mark. This module imports nothing, so both sides can.
 
 from __future__ import annotations
 
+from adprune_core.config import net_name  # noqa: F401  (the net[i] run's name, one definition)
+
 KIND_TAG = "adprune.kind"
 KEY_TAG = "adprune.key"
 CLOSED_TAG = "adprune.closed"
