@@ -4,7 +4,8 @@ Every run of a sweep carries its logical key (``sweep_id``, ``sweep_id/trial``,
 ``sweep_id/trial/net1``) in :data:`KEY_TAG` and its level in :data:`KIND_TAG`; a run is
 finished, and never written again, once :data:`CLOSED_TAG` is ``"true"``. The writer finds
 runs by key, never by run id, which is what makes its writes exactly-once; the readers select
-runs by kind and closed mark. This module imports nothing, so both sides can.
+runs by kind and closed mark. It imports only the torch-free definitions of
+:mod:`adprune_core.config`, so both sides can import it.
 """
 
 from __future__ import annotations
