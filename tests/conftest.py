@@ -176,3 +176,41 @@ def two_sweeps(tmp_path_factory):
     alpha = launch_cli(folder, tiny_spec("alpha"))
     beta = launch_cli(folder, tiny_spec("beta", "adprune-beta", grid="[0.02]", final_epochs=2))
     return folder, alpha, beta
+
+
+# Fixtures that launch a sweep, a Ray runtime, a `run` of the quickstart or a server: every
+# test that uses one is in the slow tier, whatever module it lives in.
+SLOW_FIXTURES = {
+    "two_sweeps",
+    "mlflow_server",
+    "plugin_sweep",
+    "bad_plugin_runs",
+    "finished_study",
+    "quickstart",
+    "worker_only_failure",
+    "pg_server",
+    "run_results",
+    "cluster",
+    "sweep",
+    "sweeps",
+    "server",
+}
+# Modules whose every test launches sweeps or servers.
+SLOW_MODULES = {
+    "test_cluster",
+    "test_faults",
+    "test_launch",
+    "test_logged_models",
+    "test_mlflow",
+    "test_per_round",
+    "test_python_api",
+    "test_stop_resume",
+    "test_ui",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

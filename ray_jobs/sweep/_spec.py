@@ -169,9 +169,7 @@ class SweepSpec(ScheduleSpec):
 
 
 def _section_fields(cls: Any) -> dict[str, Any]:
-    if not dataclasses.is_dataclass(cls):
-        return {}
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
 
 
 def check_search_key(key: Any) -> None:
@@ -198,7 +196,11 @@ def _check_domain(path: str, kind: str, args: Any) -> None:
         if not isinstance(args, list) or not args:
             raise SpecError(f"{path}.{kind}: expected a non-empty list of values")
         return
-    if not (isinstance(args, list) and len(args) == 2 and all(_is_number(a) for a in args)):
+    if not (
+        isinstance(args, list)
+        and len(args) == 2
+        and all(isinstance(a, int | float) and not isinstance(a, bool) for a in args)
+    ):
         raise SpecError(f"{path}.{kind}: expected [low, high]")
     low, high = args
     if not all(math.isfinite(float(a)) for a in args):
@@ -209,10 +211,6 @@ def _check_domain(path: str, kind: str, args: Any) -> None:
         raise SpecError(f"{path}.{kind}: expected low > 0, got {low}")
     if kind == "randint" and not all(isinstance(a, int) for a in args):
         raise SpecError(f"{path}.{kind}: expected integer bounds, got {args}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _domain_samples(kind: str, args: Any) -> list[Any]:

@@ -12,6 +12,9 @@ their own run's metrics and tags: :meth:`Recorder.write_run` coalesces a run's q
 records into one ``log_batch``. *Artifact records* (figures, logged models, the sweep's end
 report) write files and read the store; they are applied one at a time by
 :meth:`Recorder.apply`, on a thread of their own, so a slow figure never delays a metric.
+
+Longer than 300 lines because it holds one apply method per record kind, and the
+exactly-once rules (skipped steps, closed runs, keys) must read the same in all of them.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ the flush is retried every ``retry_interval_s``. Any other error sets the one re
 the dead-letter file, with one line naming it, and the records behind it flow on. A record
 that keeps failing "transiently" while the store takes every other write (an HTTP 500 for one
 bad request) is set aside too, after ``max_strikes`` flushes.
+
+Longer than 300 lines because the flush's three stages (resolve, write per run, artifacts)
+share the writer's queue, its lag figures and one error-sorting path; split apart, each stage
+would need the others' state passed in.
 """
 
 from __future__ import annotations
