@@ -18,7 +18,7 @@ from mlflow_store import check_store_matches, client_for, hierarchy
 
 from adprune_core.config import SpecError
 from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
-from ray_jobs.sweep._spec import TRIAL_OBJECTIVES, parse_search_objectives
+from ray_jobs.sweep._spec import TRIAL_OBJECTIVES, parse_search_objectives, result_key
 
 SPEC = """
 name: {name}
@@ -376,7 +376,7 @@ def test_bad_search_alg_is_one_line_exit_2_before_ray_starts(tmp_path, change, e
 
 def test_objectives_parse_like_pareto_and_default_to_max():
     parsed = parse_search_objectives(["accuracy", "training_complexity:min"])
-    assert [(o.column, o.mode, o.result_key) for o in parsed] == [
+    assert [(o.column, o.mode, result_key(o)) for o in parsed] == [
         ("accuracy", "max", "final_accuracy"),
         ("training_complexity", "min", "final_training_complexity"),
     ]

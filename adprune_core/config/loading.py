@@ -95,7 +95,8 @@ def error_line(cls: type, err: ValidationError) -> str:
         return f"{path or 'spec'}: expected a value {_BOUNDS[kind]} {bound}, got {_short(value)}"
     if kind == "literal_error":
         expected = first.get("ctx", {}).get("expected", "")
-        return f"{path}: expected one of {expected.replace(' or ', ', ')}, got {_short(value)}"
+        choices = expected.replace(" or ", ", ").replace("'", "")
+        return f"{path}: expected one of {choices}, got {_short(value)}"
     if kind == "finite_number":
         return f"{path}: expected a finite number, got {_short(value)}"
     if kind in _TYPE_NAMES:

@@ -5,7 +5,8 @@
   network's MACs, which ``resources.per_round`` scales the next share by.
 - ``_scheduler``: :class:`ActivationDensityScheduler` (the rho and delta decisions) and
   :class:`RoundAwareVariantGenerator` (grid/random search that keeps actors between rounds).
-- ``_spec``: :class:`SweepSpec`, the schedule spec plus the sections only a sweep reads
+- ``_spec``: :class:`SweepSpec`, the schedule spec plus the sections only a sweep reads;
+  ``_spec_checks``: its search checks and loading
   (:func:`load_sweep_spec`); ``_per_round``: each network's share under ``resources.per_round``.
 - ``_search_space``: the spec's ``search`` section as Tune domains (:func:`param_space`).
 - ``_search_alg``: the spec's ``search_alg`` as Tune's search algorithm
@@ -35,8 +36,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "SweepSpec": "._spec",
-        "load_sweep_spec": "._spec",
-        "sweep_spec_from_dict": "._spec",
+        "load_sweep_spec": "._spec_checks",
+        "sweep_spec_from_dict": "._spec_checks",
         "adprune_trainable": "._trainable",
         "ActivationDensityScheduler": "._scheduler",
         "RoundAwareVariantGenerator": "._scheduler",

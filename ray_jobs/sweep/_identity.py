@@ -14,7 +14,8 @@ from typing import Any
 
 from adprune_core.config import flatten, spec_to_dict
 from ray_jobs.sweep._errors import LaunchError
-from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
+from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 from ray_jobs.tracking.store import resolve_tracking_uri
 
 SWEEP_FILE = "adprune-sweep.json"

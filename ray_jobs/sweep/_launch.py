@@ -42,7 +42,8 @@ from ray_jobs.sweep._ray_runtime import (
 )
 from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
 from ray_jobs.sweep._search_space import param_space
-from ray_jobs.sweep._spec import SweepSpec, searched_values
+from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec_checks import searched_values
 
 if TYPE_CHECKING:
     from ray_jobs.tracking import SweepEndReport, TrialEndReport

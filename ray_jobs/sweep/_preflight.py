@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from adprune_core.config import set_dotted, spec_to_dict
 from ray_jobs.sweep._errors import LaunchError
-from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
+from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 from ray_jobs.sweep._trial_errors import DETERMINISTIC_ERRORS, one_line
 
 if TYPE_CHECKING:

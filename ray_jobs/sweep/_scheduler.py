@@ -27,7 +27,8 @@ from ray.tune.search import BasicVariantGenerator
 
 from adprune_core.schedule import Decision, EpochReport, decide
 from ray_jobs.sweep._per_round import round_resources
-from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
+from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 from ray_jobs.tracking.keys import TRIAL_ERROR
 
 if TYPE_CHECKING:

@@ -29,7 +29,8 @@ from adprune_core.config import TrainingDiverged
 from adprune_core.data import ArrayDataset
 from adprune_core.nets import NETWORK_FILE, NETWORK_METRICS, NetworkInfo, save_network
 from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
-from ray_jobs.sweep._spec import SweepSpec, sweep_spec_from_dict
+from ray_jobs.sweep._spec import SweepSpec
+from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 from ray_jobs.sweep._trial_errors import check_device, ends_on_deterministic_errors, loaded_dataset
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
