@@ -189,9 +189,15 @@ def _register_builtin() -> None:
 
 
 def arch_info(arch: str) -> ArchInfo:
-    """A built-in arch, else a factory named by an import path or an entry point."""
+    """A built-in arch, ``torchvision:NAME``, else a factory named by an import path or an
+    entry point."""
     if arch in ARCHS:
         return ARCHS[arch]
+    if arch.startswith("torchvision:"):
+        # Imported here: torch_pruning and torchvision load only for a torchvision arch.
+        from adprune_core.nets.torchvision_nets import torchvision_arch_info
+
+        return torchvision_arch_info(arch)
     info = plugin_arch_info(arch)
     if info is None:
         known = ", ".join([*sorted(ARCHS), *entry_point_names(MODEL_GROUP)])

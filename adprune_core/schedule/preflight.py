@@ -16,7 +16,9 @@ from adprune_core.nets import PLUGIN_FAMILY, arch_info, build_model, no_channel_
 
 
 def plugin_archs(archs: Sequence[object]) -> list[str]:
-    return [str(a) for a in dict.fromkeys(archs) if arch_info(str(a)).family == PLUGIN_FAMILY]
+    # torchvision archs are built before training too: their widths need the model to check.
+    checked = (PLUGIN_FAMILY, "torchvision")
+    return [str(a) for a in dict.fromkeys(archs) if arch_info(str(a)).family in checked]
 
 
 def check_plugins(
