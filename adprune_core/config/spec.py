@@ -79,14 +79,8 @@ def _check_import_path(name: str) -> None:
 
 
 def check_arch_name(arch: str) -> str:
-    """A built-in arch, an entry point of ``adprune_sweep.models``, ``torchvision:NAME`` or
-    ``module:factory``."""
+    """A built-in arch, an entry point of ``adprune_sweep.models``, or ``module:factory``."""
     if arch in BUILTIN_ARCHS or arch in entry_point_names(MODEL_GROUP):
-        return arch
-    if arch.startswith("torchvision:"):
-        # Syntax only: config never imports torchvision; arch_info names an unknown model.
-        if not arch.removeprefix("torchvision:").isidentifier():
-            raise ValueError(f"{arch!r}: expected 'torchvision:NAME', NAME a torchvision model")
         return arch
     if ":" in arch:
         _check_import_path(arch)

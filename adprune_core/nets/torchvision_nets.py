@@ -62,10 +62,6 @@ class Structure:
     sites: tuple[Site, ...]
 
 
-def is_torchvision_arch(arch: str) -> bool:
-    return arch.startswith(TORCHVISION_PREFIX)
-
-
 def torchvision_arch_info(arch: str) -> ArchInfo:
     """The registry entry of ``torchvision:NAME``; one-line :class:`ArchError` if unknown."""
     name = _known_name(arch)
@@ -136,7 +132,7 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, dict
 
 
 @dataclass
-class _Call:
+class _Call:  # one activation call of the dry run: its input's autograd node and shape
     module: str
     call: int
     grad_fn: object
