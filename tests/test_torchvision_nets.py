@@ -13,7 +13,7 @@ from torch import nn
 
 from adprune_core.config import ArchError
 from adprune_core.engine.density import DensityMonitor
-from adprune_core.nets import arch_info, build_model, net_cost
+from adprune_core.nets import arch_info, build_model, inherit_filters, net_cost
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
 CLASSES = 7
@@ -229,3 +229,21 @@ def test_a_two_round_run_on_resnet18_prunes(tmp_path):
     assert net0 == list(arch_info("torchvision:resnet18").default_widths)
     assert len(net1) == len(net0) and all(b <= a for a, b in zip(net0, net1))
     assert sum(net1) < sum(net0)
+
+
+def test_inherit_keeps_a_random_subset_of_the_parents_channels():
+    arch = "torchvision:resnet18"
+    torch.manual_seed(0)
+    parent = build_model(arch, None, num_classes=CLASSES)
+    child = build_model(arch, _halved(arch), num_classes=CLASSES)
+    inherit_filters(parent, child, torch.Generator().manual_seed(3))
+    # The stem reads the 3 image channels whole: each child filter is one of the parent's.
+    p, c = parent.net.conv1.weight, child.net.conv1.weight
+    matches = [[torch.equal(row, prow) for prow in p] for row in c]
+    assert all(sum(m) == 1 for m in matches)
+    kept = [m.index(True) for m in matches]
+    assert kept == sorted(kept) and kept != list(range(len(kept)))  # random, in order
+    # The classifier keeps the same subset of the last group's channels.
+    last = child.widths[-1]
+    assert child.net.fc.weight.shape == (CLASSES, last)
+    assert child(torch.randn(2, 3, 32, 32)).shape == (2, CLASSES)

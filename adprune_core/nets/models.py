@@ -259,6 +259,8 @@ def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Ge
     """
     if parent.arch != child.arch:
         raise ArchError(f"cannot inherit {child.arch} filters from {parent.arch}")
+    if child.inherit_from(parent, generator):
+        return  # a torchvision net prunes a copy of its parent through its dependency graph
     if not child.channel_groups:
         raise ArchError(f"prune.init: {no_channel_groups(child.arch)}")
     keep = [

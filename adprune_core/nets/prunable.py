@@ -46,6 +46,15 @@ class PrunableNet(nn.Module):
     def prunable_relus(self) -> list[LayerReLU]:
         return [m for m in self.modules() if isinstance(m, LayerReLU)]
 
+    def can_inherit(self) -> bool:
+        """Whether ``prune.init: inherit`` can slice this net: it declares channel groups."""
+        return bool(self.channel_groups)
+
+    def inherit_from(self, parent: PrunableNet, generator: torch.Generator) -> bool:
+        """Copy a random subset of ``parent``'s filters by a rule of this net's own; False
+        when it has none and :func:`~adprune_core.nets.inherit_filters` slices its groups."""
+        return False
+
     def density_site_groups(self) -> list[int]:
         """The width index each density site counts for; here one LayerReLU per layer.
         A network whose layer has several sites (a torchvision residual stage) overrides it."""

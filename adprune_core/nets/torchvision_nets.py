@@ -24,6 +24,7 @@ the first ``w`` channels of each group, so every group ends at exactly ``w``.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,14 +35,12 @@ import torchvision
 from torch import nn
 
 from adprune_core.config import ArchError, DataShape
+from adprune_core.nets.activation_sites import Call, activation_calls, convs_behind
 from adprune_core.nets.prunable import ArchInfo, PrunableNet
 
 TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_FAMILY = "torchvision"
 ACTIVATIONS = (nn.ReLU, nn.ReLU6)
-# Autograd nodes that end a walk back from an activation input: another activation (its
-# output is a different tensor's density) or a leaf.
-_STOP_NODES = ("Relu", "Hardtanh", "Clamp", "Threshold", "AccumulateGrad")
 
 Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
 
@@ -106,7 +105,8 @@ def _classifier(model: nn.Module) -> list[nn.Module]:
 def _dependency_graph(model: nn.Module, shape: DataShape) -> tp.DependencyGraph:
     example = torch.zeros(1, shape.in_channels, shape.input_size, shape.input_size)
     try:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        with torch.enable_grad():  # the graph is traced through autograd; callers may not be
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as err:  # any tracing failure is one line for the user
         raise ArchError(f"Torch-Pruning cannot trace this model: {str(err)[:120]}") from None
     model.train()  # build_dependency leaves the model in eval mode
@@ -131,84 +131,16 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, dict
     return found
 
 
-@dataclass
-class _Call:  # one activation call of the dry run: its input's autograd node and shape
-    module: str
-    call: int
-    grad_fn: object
-    channels: int
-    dim: int
-
-
-def _activation_calls(model: nn.Module, shape: DataShape) -> tuple[list[_Call], dict, list]:
-    """A dry forward: every activation call's input node, each conv's output node, conv order."""
-    calls: list[_Call] = []
-    conv_nodes: dict[object, str] = {}
-    conv_order: list[str] = []
-    counts: dict[str, int] = {}
-    handles = []
-
-    def pre_hook(name: str) -> Callable:
-        def hook(_module: nn.Module, inputs: tuple) -> None:
-            # A pre-hook: an in-place ReLU has not yet replaced the input's grad_fn.
-            x = inputs[0]
-            k = counts.get(name, 0)
-            counts[name] = k + 1
-            calls.append(_Call(name, k, x.grad_fn, x.shape[1] if x.dim() > 1 else 0, x.dim()))
-
-        return hook
-
-    def conv_hook(name: str) -> Hook:
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            conv_nodes[output.grad_fn] = name
-            conv_order.append(name)
-
-        return hook
-
-    for name, module in model.named_modules():
-        if isinstance(module, ACTIVATIONS):
-            handles.append(module.register_forward_pre_hook(pre_hook(name)))
-        elif isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook(name)))
-    model.eval()
-    try:
-        with torch.enable_grad():
-            model(torch.zeros(2, shape.in_channels, shape.input_size, shape.input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train()
-    return calls, conv_nodes, conv_order
-
-
-def _convs_behind(node: object, conv_nodes: dict) -> set[str]:
-    """The convs whose outputs reach ``node`` through channel-preserving ops (no activation)."""
-    found: set[str] = set()
-    stack, seen = [node], set()
-    while stack:
-        current = stack.pop()
-        if current is None or current in seen:
-            continue
-        seen.add(current)
-        if current in conv_nodes:
-            found.add(conv_nodes[current])
-            continue
-        if any(stop in type(current).__name__ for stop in _STOP_NODES):
-            continue
-        stack.extend(next_node for next_node, _ in current.next_functions)
-    return found
-
-
 @functools.cache
 def structure(name: str, shape: DataShape) -> Structure:
     """Groups and density sites of ``torchvision:NAME`` at net0, from one dry run."""
     model = _fresh_model(name, shape)
     groups = _groups(model, _dependency_graph(model, shape))
-    calls, conv_nodes, conv_order = _activation_calls(model, shape)
+    calls, conv_nodes, conv_order = activation_calls(model, shape, ACTIVATIONS)
     group_of = {conv: g for g, (_, convs) in enumerate(groups) for conv in convs}
-    raw_sites: list[tuple[_Call, int]] = []
+    raw_sites: list[tuple[Call, int]] = []
     for call in calls:
-        reached = {group_of.get(c) for c in _convs_behind(call.grad_fn, conv_nodes)}
+        reached = {group_of.get(c) for c in convs_behind(call.grad_fn, conv_nodes)}
         if len(reached) != 1 or None in reached or call.dim != 4:
             continue  # mixes groups (a concat), reads the classifier, or is not a conv map
         g = reached.pop()
@@ -227,20 +159,19 @@ def structure(name: str, shape: DataShape) -> Structure:
 
 
 def prune_to_widths(
-    model: nn.Module, shape: DataShape, roots: Sequence[str], widths: Sequence[int]
+    model: nn.Module, shape: DataShape, roots: Sequence[str], keeps: Sequence[Sequence[int]]
 ) -> None:
-    """Shrink each group to exactly its width, keeping its first ``w`` channels."""
+    """Shrink each group to exactly ``len(keep)`` channels, keeping the channels ``keep``."""
     graph = _dependency_graph(model, shape)
     modules = dict(model.named_modules())
-    for root_name, width in zip(roots, widths):
-        root = modules[root_name]
+    for root_name, keep in zip(roots, keeps):
+        root, width = modules[root_name], len(keep)
         if width > root.out_channels:
             raise ArchError(f"group {root_name} has {root.out_channels} channels, asked {width}")
-        if width == root.out_channels:
+        drop = sorted(set(range(root.out_channels)) - {int(i) for i in keep})
+        if not drop:
             continue
-        group = graph.get_pruning_group(
-            root, tp.prune_conv_out_channels, idxs=list(range(width, root.out_channels))
-        )
+        group = graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=drop)
         if not graph.check_pruning_group(group):
             raise ArchError(f"group {root_name} cannot take width {width}")
         group.prune()
@@ -253,16 +184,36 @@ def prune_to_widths(
 class TorchvisionNet(PrunableNet):
     """A torchvision model at given group widths; its density sites are activation calls."""
 
-    def __init__(self, arch: str, widths: Sequence[int], net: nn.Module, sites: Sequence[Site]):
+    def __init__(
+        self, arch: str, widths: Sequence[int], net: nn.Module, found: Structure, shape: DataShape
+    ) -> None:
         super().__init__(arch, widths)
         self.net = net
-        self.sites = tuple(sites)
+        self.sites, self.roots, self.shape = found.sites, found.roots, shape
         self._calls: dict[str, int] = {}
         # Reset the per-module call counters at the start of each forward pass.
         self.register_forward_pre_hook(lambda *_: self._calls.clear())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def can_inherit(self) -> bool:
+        return True
+
+    def inherit_from(self, parent: PrunableNet, generator: torch.Generator) -> bool:
+        """``prune.init: inherit``: a copy of the parent pruned to a random subset of each
+        group's channels through the same dependency graph, loaded into this net."""
+        source = copy.deepcopy(parent.net).cpu()
+        for module in source.modules():  # the parent's density hooks must not count the trace
+            module._forward_hooks.clear()
+            module._forward_pre_hooks.clear()
+        keeps = [
+            torch.randperm(pw, generator=generator)[:cw].sort().values.tolist()
+            for pw, cw in zip(parent.widths, self.widths)
+        ]
+        prune_to_widths(source, self.shape, self.roots, keeps)
+        self.net.load_state_dict(source.state_dict())
+        return True
 
     def density_site_groups(self) -> list[int]:
         return [site.group for site in self.sites]
@@ -293,5 +244,5 @@ def build_torchvision_net(name: str, widths: Sequence[int], shape: DataShape) ->
     found = structure(name, DataShape(10, 32, 3))
     model = _fresh_model(name, shape)
     if list(widths) != list(found.default_widths):
-        prune_to_widths(model, shape, found.roots, widths)
-    return TorchvisionNet(f"{TORCHVISION_PREFIX}{name}", widths, model, found.sites)
+        prune_to_widths(model, shape, found.roots, [range(w) for w in widths])
+    return TorchvisionNet(f"{TORCHVISION_PREFIX}{name}", widths, model, found, shape)

@@ -41,6 +41,6 @@ def check_plugins(
             net = build_model(arch, widths, **shape.as_kwargs())
         except ArchError as err:
             raise SpecError(f"model.widths: {err}") from None
-        if inherit and not net.channel_groups:
+        if inherit and not net.can_inherit():
             raise PluginError("prune.init", no_channel_groups(arch))
     return data
