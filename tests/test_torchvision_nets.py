@@ -221,12 +221,13 @@ def test_an_unknown_torchvision_name_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_two_round_run_on_resnet18_prunes(tmp_path):
-    proc = _run(tmp_path, "torchvision:resnet18")
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_a_two_round_run_prunes(tmp_path, name):
+    proc = _run(tmp_path, f"torchvision:{name}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = dict(re.findall(r"^(net\d)\*?\s+(\[[\d, ]+\])", proc.stdout, re.MULTILINE))
     net0, net1 = json.loads(rows["net0"]), json.loads(rows["net1"])
-    assert net0 == list(arch_info("torchvision:resnet18").default_widths)
+    assert net0 == list(arch_info(f"torchvision:{name}").default_widths)
     assert len(net1) == len(net0) and all(b <= a for a, b in zip(net0, net1))
     assert sum(net1) < sum(net0)
 
