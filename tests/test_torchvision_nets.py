@@ -13,7 +13,15 @@ from torch import nn
 
 from adprune_core.config import ArchError
 from adprune_core.engine.density import DensityMonitor
-from adprune_core.nets import arch_info, build_model, inherit_filters, net_cost
+from adprune_core.nets import (
+    NetworkInfo,
+    arch_info,
+    build_model,
+    inherit_filters,
+    load_network,
+    net_cost,
+    save_network,
+)
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
 CLASSES = 7
@@ -248,3 +256,33 @@ def test_inherit_keeps_a_random_subset_of_the_parents_channels():
     last = child.widths[-1]
     assert child.net.fc.weight.shape == (CLASSES, last)
     assert child(torch.randn(2, 3, 32, 32)).shape == (2, CLASSES)
+
+
+def test_a_model_with_no_relu_family_activation_is_an_arch_error():
+    # efficientnet_b0 uses SiLU everywhere, its squeeze-excitation included.
+    with pytest.raises(ArchError, match="efficientnet_b0 has no ReLU/ReLU6"):
+        arch_info("torchvision:efficientnet_b0")
+
+
+def test_a_width_list_of_the_wrong_length_is_one_line_and_exit_2(tmp_path):
+    proc = _run(tmp_path, "torchvision:resnet18", "--set", "model.widths=[64,64]")
+    assert proc.returncode == 2, proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert lines == [
+        "error: model.widths: torchvision:resnet18 has 12 prunable layers, got 2 widths"
+    ]
+
+
+def test_a_saved_network_loads_and_exports_with_torch_alone(tmp_path):
+    arch = "torchvision:resnet18"
+    net = build_model(arch, _halved(arch), num_classes=CLASSES).eval()
+    with DensityMonitor(net):  # attached and detached: no hook may stay behind
+        net.train()(torch.randn(2, 3, 32, 32))
+    net.eval()
+    info = NetworkInfo(arch, net.widths, [3, 32, 32], CLASSES)
+    loaded, _ = load_network(save_network(tmp_path / "net.pt", net.state_dict(), info))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), net(x))
+    exported = torch.export.export(loaded, (x,))
+    torch.export.save(exported, tmp_path / "net.pt2")
+    assert torch.allclose(torch.export.load(tmp_path / "net.pt2").module()(x), net(x), atol=1e-5)

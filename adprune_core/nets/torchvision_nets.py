@@ -191,8 +191,6 @@ class TorchvisionNet(PrunableNet):
         self.net = net
         self.sites, self.roots, self.shape = found.sites, found.roots, shape
         self._calls: dict[str, int] = {}
-        # Reset the per-module call counters at the start of each forward pass.
-        self.register_forward_pre_hook(lambda *_: self._calls.clear())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -224,7 +222,10 @@ class TorchvisionNet(PrunableNet):
         for index, site in enumerate(self.sites):
             by_module.setdefault(site.module, {})[site.call] = hook_for_site(index)
         modules = dict(self.net.named_modules())
-        return [
+        # Call counters restart with each forward pass; registered only while density is
+        # counted, so a logged or exported net carries no hook.
+        handles = [self.register_forward_pre_hook(lambda *_: self._calls.clear())]
+        return handles + [
             modules[name].register_forward_hook(self._dispatch(name, hooks))
             for name, hooks in by_module.items()
         ]
