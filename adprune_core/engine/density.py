@@ -55,7 +55,7 @@ def positive_counts(relu_output: torch.Tensor) -> torch.Tensor:
 
 
 class DensityMonitor:
-    """Context manager that hooks every prunable ReLU of ``model``.
+    """Context manager that hooks every density site of ``model`` (its prunable ReLUs).
 
     ``count_train`` / ``count_eval`` choose which passes are counted (by ``model.training``);
     the default counts training passes only, as in the paper.
@@ -67,17 +67,23 @@ class DensityMonitor:
         self.model = model
         self.count_train = count_train
         self.count_eval = count_eval
-        self.relus = model.prunable_relus()
-        if len(self.relus) != len(model.widths):
+        # A site is one counted activation; several sites may count for one layer (group).
+        self.site_groups = model.density_site_groups()
+        if sorted(set(self.site_groups)) != list(range(len(model.widths))):
             raise ValueError(
-                f"{model.arch}: {len(self.relus)} prunable ReLUs for {len(model.widths)} widths"
+                f"{model.arch}: density sites count for layers {sorted(set(self.site_groups))},"
+                f" expected one or more for each of {len(model.widths)} widths"
             )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         device = _device_of(model)
         # Allocated up front, never replaced (reset() zeroes them in place), so a compiled
         # forward finds the same tensors in every batch and epoch.
-        self._positives = [torch.zeros(w, dtype=torch.int64, device=device) for w in model.widths]
-        self._elements = [torch.zeros((), dtype=torch.int64, device=device) for _ in self.relus]
+        self._positives = [
+            torch.zeros(model.widths[g], dtype=torch.int64, device=device) for g in self.site_groups
+        ]
+        self._elements = [
+            torch.zeros((), dtype=torch.int64, device=device) for _ in self.site_groups
+        ]
 
     def __enter__(self) -> DensityMonitor:
         self.attach()
@@ -95,8 +101,7 @@ class DensityMonitor:
         if self._handles:
             return
         self._follow_model_device()
-        for index, relu in enumerate(self.relus):
-            self._handles.append(relu.register_forward_hook(self._make_hook(index)))
+        self._handles.extend(self.model.attach_density_hooks(self._make_hook))
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -132,19 +137,31 @@ class DensityMonitor:
 
     def read(self, reset: bool = True) -> DensityReading:
         """Densities since the last reset. The one host-device sync per epoch happens here."""
-        layer_count = len(self.relus)
+        site_count = len(self.site_groups)
         # HOST SYNC: the single device->host transfer of all counters for this epoch.
         host = torch.cat([*self._positives, torch.stack(self._elements)]).cpu().tolist()
-        elements = host[-layer_count:]
+        elements = host[-site_count:]
         if not all(elements):
             raise RuntimeError("no counted forward pass reached every prunable layer")
-        layers, channels, offset = [], [], 0
+        site_layers, site_channels, offset = [], [], 0
         for per_channel, counter in zip(elements, self._positives):
             width = counter.numel()
             chunk = host[offset : offset + width]
-            channels.append([c / per_channel for c in chunk])
-            layers.append(sum(chunk) / (per_channel * width))
+            site_channels.append([c / per_channel for c in chunk])
+            site_layers.append(sum(chunk) / (per_channel * width))
             offset += width
+        # Merge rule for a layer with several sites: the densest site speaks for the layer
+        # (a channel the densest use needs must survive pruning).
+        best = [
+            max(
+                (s for s, g in enumerate(self.site_groups) if g == layer),
+                key=site_layers.__getitem__,
+            )
+            for layer in range(len(self.model.widths))
+        ]
+        layers = [site_layers[s] for s in best]
+        channels = [site_channels[s] for s in best]
+        elements = [elements[s] for s in best]
         reading = DensityReading(layers, channels, [n * len(c) for n, c in zip(elements, channels)])
         if reset:
             self.reset()

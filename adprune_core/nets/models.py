@@ -189,9 +189,15 @@ def _register_builtin() -> None:
 
 
 def arch_info(arch: str) -> ArchInfo:
-    """A built-in arch, else a factory named by an import path or an entry point."""
+    """A built-in arch, ``torchvision:NAME``, else a factory named by an import path or an
+    entry point."""
     if arch in ARCHS:
         return ARCHS[arch]
+    if arch.startswith("torchvision:"):
+        # Imported here: torch_pruning and torchvision load only for a torchvision arch.
+        from adprune_core.nets.torchvision_nets import torchvision_arch_info
+
+        return torchvision_arch_info(arch)
     info = plugin_arch_info(arch)
     if info is None:
         known = ", ".join([*sorted(ARCHS), *entry_point_names(MODEL_GROUP)])
@@ -253,6 +259,8 @@ def inherit_filters(parent: PrunableNet, child: PrunableNet, generator: torch.Ge
     """
     if parent.arch != child.arch:
         raise ArchError(f"cannot inherit {child.arch} filters from {parent.arch}")
+    if child.inherit_from(parent, generator):
+        return  # a torchvision net prunes a copy of its parent through its dependency graph
     if not child.channel_groups:
         raise ArchError(f"prune.init: {no_channel_groups(child.arch)}")
     keep = [

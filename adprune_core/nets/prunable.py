@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from adprune_core.config import DataShape
 
+Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
 Group = int | None  # a prunable layer index, or None for the input image / the class logits
 
 
@@ -42,6 +45,28 @@ class PrunableNet(nn.Module):
 
     def prunable_relus(self) -> list[LayerReLU]:
         return [m for m in self.modules() if isinstance(m, LayerReLU)]
+
+    def can_inherit(self) -> bool:
+        """Whether ``prune.init: inherit`` can slice this net: it declares channel groups."""
+        return bool(self.channel_groups)
+
+    def inherit_from(self, parent: PrunableNet, generator: torch.Generator) -> bool:
+        """Copy a random subset of ``parent``'s filters by a rule of this net's own; False
+        when it has none and :func:`~adprune_core.nets.inherit_filters` slices its groups."""
+        return False
+
+    def density_site_groups(self) -> list[int]:
+        """The width index each density site counts for; here one LayerReLU per layer.
+        A network whose layer has several sites (a torchvision residual stage) overrides it."""
+        return list(range(len(self.prunable_relus())))
+
+    def attach_density_hooks(self, hook_for_site: Callable[[int], Hook]) -> list[RemovableHandle]:
+        """Register ``hook_for_site(i)`` as the forward hook of density site ``i``, which sees
+        the activation's output; returns the handles to remove."""
+        return [
+            relu.register_forward_hook(hook_for_site(i))
+            for i, relu in enumerate(self.prunable_relus())
+        ]
 
     def _tag(self, name: str, in_group: Group, out_group: Group) -> None:
         self.channel_groups[name] = (in_group, out_group)

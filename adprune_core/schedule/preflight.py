@@ -16,7 +16,9 @@ from adprune_core.nets import PLUGIN_FAMILY, arch_info, build_model, no_channel_
 
 
 def plugin_archs(archs: Sequence[object]) -> list[str]:
-    return [str(a) for a in dict.fromkeys(archs) if arch_info(str(a)).family == PLUGIN_FAMILY]
+    # torchvision archs are built before training too: their widths need the model to check.
+    checked = (PLUGIN_FAMILY, "torchvision")
+    return [str(a) for a in dict.fromkeys(archs) if arch_info(str(a)).family in checked]
 
 
 def check_plugins(
@@ -39,6 +41,6 @@ def check_plugins(
             net = build_model(arch, widths, **shape.as_kwargs())
         except ArchError as err:
             raise SpecError(f"model.widths: {err}") from None
-        if inherit and not net.channel_groups:
+        if inherit and not net.can_inherit():
             raise PluginError("prune.init", no_channel_groups(arch))
     return data
