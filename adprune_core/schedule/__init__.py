@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Decision": ".criteria",
         "DivergedReport": ".report",
         "Echo": ".runner",
+        "EpochMeasures": ".prune_schedule",
         "EpochReport": ".report",
         "LiveNetwork": ".network",
         "NetClosing": ".report",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +27,17 @@ from adprune_core.schedule.network import LiveNetwork
 from adprune_core.schedule.report import DivergedReport, EpochReport, NetClosing
 from adprune_core.schedule.state import ScheduleState, transition
 from adprune_core.schedule.summary import fig3_maps, summarize
+
+
+@dataclass(frozen=True)
+class EpochMeasures:
+    """What one epoch measured on the live network: densities, test accuracy, loss."""
+
+    ad_total: float
+    layer_ad: list[float]
+    accuracy: float
+    loss: float
+    train_accuracy: float
 
 
 class PruneSchedule:
@@ -79,8 +91,8 @@ class PruneSchedule:
 
     # ------------------------------------------------------------------ stepping
 
-    def train_one_epoch(self) -> tuple[float, float]:
-        """Train and measure one epoch of the live network; (train accuracy, loss)."""
+    def train_one_epoch(self) -> EpochMeasures:
+        """Train and measure one epoch of the live network, without deciding anything."""
         if self.network is None:
             raise RuntimeError("the schedule has finished")
         self.closed_weights = None
@@ -88,7 +100,9 @@ class PruneSchedule:
         self.state.history.append(
             reading.total, reading.layers, reading.channels, accuracy, stats.loss
         )
-        return stats.train_accuracy, stats.loss
+        return EpochMeasures(
+            reading.total, list(reading.layers), accuracy, stats.loss, stats.train_accuracy
+        )
 
     def decide(self) -> Decision:
         state = self.state
@@ -104,10 +118,10 @@ class PruneSchedule:
 
     def step(self) -> EpochReport:
         """One epoch, its decision, and (when the network ends) its record and the next one."""
-        train_accuracy, _ = self.train_one_epoch()
+        measures = self.train_one_epoch()
         decision = self.decide()
         before = self.state
-        report = self._epoch_report(before, decision, train_accuracy)
+        report = self._epoch_report(before, decision, measures.train_accuracy)
         self.advance(decision)
         if decision.action == "continue":
             return report
