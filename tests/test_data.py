@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import TypeAdapter
 
 from adprune_core.config import DATASETS, DatasetNotFoundError, DataSpec, SyntheticSpec
-from adprune_core.config.spec import check_dataset_name
+from adprune_core.config.plugin_loading import check_dataset_name
 from adprune_core.data import ArrayDataset, DeviceBatches, dataset_shape, load_dataset
 
 

@@ -36,9 +36,8 @@ from adprune_core.config.loading import (
     spec_to_dict,
     validate_as,
 )
+from adprune_core.config.plugin_loading import DATASET_GROUP, MODEL_GROUP
 from adprune_core.config.spec import (
-    DATASET_GROUP,
-    MODEL_GROUP,
     PRECISIONS,
     STRICT,
     DataSpec,

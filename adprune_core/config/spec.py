@@ -9,9 +9,7 @@ names the key path. A sweep spec extends :class:`ScheduleSpec` on the Ray side
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,15 +26,16 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 from adprune_core.config.archs import builtin_default_widths, builtin_family, validate_widths
-from adprune_core.config.catalog import BUILTIN_ARCHS, DATASETS
 from adprune_core.config.errors import ArchError
+from adprune_core.config.plugin_loading import (
+    check_arch_name,
+    check_dataset_name,
+)
 
 # Unknown keys are errors; the Strict* field types keep a YAML `true` from passing as a width
 # and "64" as a batch size (strict mode itself would refuse a section given as a mapping).
 STRICT = ConfigDict(extra="forbid")
 
-MODEL_GROUP = "adprune_sweep.models"
-DATASET_GROUP = "adprune_sweep.datasets"
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -58,48 +57,6 @@ def _yaml_number(value: Any) -> Any:
 
 
 Number = Annotated[float, BeforeValidator(_yaml_number), Strict(), Field(allow_inf_nan=False)]
-
-
-def entry_point_names(group: str) -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=group))
-
-
-def _check_import_path(name: str) -> None:
-    """``module.path:attribute`` whose module can be found; importing it waits for preflight,
-    since a plugin imports torch."""
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{name!r}: expected 'module.path:attribute'")
-    try:
-        found = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
-        raise ValueError(f"{name}: cannot import module {module_name!r} (no such module)")
-
-
-def check_arch_name(arch: str) -> str:
-    """A built-in arch, an entry point of ``adprune_sweep.models``, or ``module:factory``."""
-    if arch in BUILTIN_ARCHS or arch in entry_point_names(MODEL_GROUP):
-        return arch
-    if ":" in arch:
-        _check_import_path(arch)
-        return arch
-    known = ", ".join([*sorted(BUILTIN_ARCHS), *entry_point_names(MODEL_GROUP)])
-    raise ValueError(f"unknown arch '{arch}'; known: {known}, or a factory 'module.path:function'")
-
-
-def check_dataset_name(name: str) -> str:
-    """A built-in dataset, an entry point of ``adprune_sweep.datasets``, or ``module:loader``."""
-    if name in DATASETS or name in entry_point_names(DATASET_GROUP):
-        return name
-    if ":" in name:
-        _check_import_path(name)
-        return name
-    known = ", ".join([*DATASETS, *entry_point_names(DATASET_GROUP)])
-    raise ValueError(
-        f"unknown dataset {name!r}; known: {known}, or a loader 'module.path:function'"
-    )
 
 
 @dataclass(config=STRICT)

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from adprune_core.config import DATASET_GROUP, PluginError
-from adprune_core.config.plugin_loading import first_line, load_object
-from adprune_core.config.spec import entry_point_names
+from adprune_core.config.plugin_loading import entry_point_names, first_line, load_object
 
 KEY = "data.dataset"
 RETURNED = "(train_x, train_y, test_x, test_y, num_classes)"

@@ -29,7 +29,7 @@ from adprune_core.config.archs import (
     validate_widths,
     vgg_layout,
 )
-from adprune_core.config.spec import entry_point_names
+from adprune_core.config.plugin_loading import entry_point_names
 from adprune_core.nets.plugins import plugin_arch_info
 from adprune_core.nets.prunable import ArchInfo, LayerReLU, PrunableNet
 

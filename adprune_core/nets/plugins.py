@@ -24,8 +24,7 @@ from torch import nn
 from adprune_core.config import DataShape
 from adprune_core.config.archs import MAX_WIDTH
 from adprune_core.config.errors import PluginError
-from adprune_core.config.plugin_loading import first_line, load_object
-from adprune_core.config.spec import MODEL_GROUP
+from adprune_core.config.plugin_loading import MODEL_GROUP, first_line, load_object
 from adprune_core.nets.prunable import ArchInfo, Group, LayerReLU, PrunableNet
 
 PLUGIN_FAMILY = "plugin"
