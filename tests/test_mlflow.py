@@ -160,9 +160,12 @@ def test_compare_table_selects_sweeps_and_experiments(two_sweeps):
     proc = cli(folder, "compare", "--experiment", "adprune-sweep", "--sort-by", "accuracy")
     ok(proc)
     assert "threshold" in proc.stdout.splitlines()[0]
-    body = proc.stdout.splitlines()[2:-1]
+    lines = proc.stdout.splitlines()
+    # The trial table, up to its count line; the per-sweep rows follow it.
+    count_at = lines.index("2 trials")
+    body = lines[2:count_at]
     assert len(body) == 2 and all(line.startswith("alpha") for line in body)
-    assert proc.stdout.rstrip().endswith("2 trials")
+    assert [line.split()[0] for line in lines[count_at + 4 : count_at + 5]] == ["alpha"]
     proc = cli(folder, "compare", "--sweep", "beta", "--format", "csv")
     ok(proc)
     assert len(proc.stdout.splitlines()) == 2 and "beta" in proc.stdout.splitlines()[1]
