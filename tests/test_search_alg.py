@@ -98,7 +98,10 @@ def finished_study(request, tmp_path_factory):
     lr = "{choice: [0.05, 1.0e+12]}" if tpe else "{loguniform: [0.01, 0.1]}"
     spec = search_spec(name, request.param, lr=lr, max_concurrent=1 if tpe else 0)
     proc = launch_cli(folder, spec)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The study's large learning rates make some trials diverge, which a launch reports
+    # with exit status 1 and a closing line naming their logs; anything else is a failure.
+    diverged = proc.returncode == 1 and "trials failed" in proc.stderr
+    assert proc.returncode == 0 or diverged, proc.stdout[-3000:] + proc.stderr[-3000:]
     return folder, name, proc
 
 
