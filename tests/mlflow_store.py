@@ -113,3 +113,30 @@ def check_store_matches(client, results_by_trial, sweep_name, models="chosen"):
                 layers = [k for k in net.data.metrics if k.startswith("ad/layer_")]
                 assert len(layers) == len(last["widths"])
     return sweep, trials
+
+
+def network_row(accuracy, mac_reduction, round_index=1, trial="t", **fields):
+    """One network as the reading side loads it, at an (accuracy, MAC reduction) point; the
+    fields a test does not care about get neutral values."""
+    from ray_jobs.results import NetworkRow
+
+    values = {
+        "experiment": "e",
+        "sweep": "s",
+        "sweep_id": "id",
+        "phase": "search",
+        "arch": "cnn",
+        "dataset": "digits",
+        "widths": [1],
+        "params": 1,
+        "macs": 1,
+        "param_reduction": 1.0,
+        "energy_j": 0.0,
+        "training_complexity": 1.0,
+        "epochs": 1,
+        "run_id": f"{trial}-{round_index}-{accuracy}-{mac_reduction}",
+        **fields,
+    }
+    return NetworkRow(
+        trial=trial, round=round_index, accuracy=accuracy, mac_reduction=mac_reduction, **values
+    )

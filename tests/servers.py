@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from conftest import free_port, wait_for_http
 
 
 def pg_bin() -> Path:
@@ -31,12 +30,6 @@ def pg_bin() -> Path:
 PG_BIN = pg_bin()
 PG_USER = "nobody"
 ADMIN = ("admin", "adprune-admin-pw-1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def have_postgres() -> bool:
@@ -98,19 +91,6 @@ class PostgresCluster:
             raise RuntimeError(f"{args[0]} failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
-def wait_for_http(url: str, timeout_s: float = 300) -> None:
-    # A new PostgreSQL store runs all of MLflow's migrations first: minutes on a busy host.
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"nothing answering at {url} after {timeout_s}s")
-
-
 @dataclass
 class TrackingServer:
     """A real `mlflow server` on 127.0.0.1: ``backend`` is its store's URI; with ``auth``,
@@ -148,7 +128,8 @@ class TrackingServer:
             cwd=self.folder,
             start_new_session=True,
         )
-        wait_for_http(f"{self.uri}/health")
+        # A new PostgreSQL store runs all of MLflow's migrations first: minutes on a busy host.
+        wait_for_http(f"{self.uri}/health", timeout_s=300)
         return self
 
     def _auth_config(self) -> Path:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import CLI
-from mlflow_store import client_for, hierarchy
+from mlflow_store import client_for, hierarchy, network_row
 
 from ray_jobs.results import (
-    NetworkRow,
     ReferenceSpec,
     parse_losses,
     parse_objectives,
@@ -27,26 +26,15 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 
 
 def net(accuracy, mac_reduction, round_index=1, trial="t", end_time=0, complexity=1.0, **kw):
-    return NetworkRow(
-        experiment="e",
-        sweep=kw.get("sweep", "s"),
-        sweep_id=kw.get("sweep_id", "id"),
-        trial=trial,
-        round=round_index,
-        phase="search",
-        arch="cnn",
-        dataset="digits",
-        widths=[1],
-        accuracy=accuracy,
-        params=1,
-        macs=1,
+    return network_row(
+        accuracy,
+        mac_reduction,
+        round_index,
+        trial,
         param_reduction=mac_reduction,
-        mac_reduction=mac_reduction,
-        energy_j=0.0,
         training_complexity=complexity,
-        epochs=1,
-        run_id=f"{trial}-{round_index}-{accuracy}-{mac_reduction}",
         end_time=end_time,
+        **kw,
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 from conftest import CLI, launch_cli, trial_results
-from mlflow_store import check_store_matches, client_for, hierarchy
+from mlflow_store import check_store_matches, client_for, hierarchy, network_row
 
 from adprune_core.config import SpecError
 from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
@@ -207,29 +207,8 @@ def test_the_sweep_run_logs_the_hypervolume_after_every_trial(finished_study):
 
 def rows(points, round_index=1):
     """Networks at (accuracy, MAC reduction) points, as the reading side loads them."""
-    from ray_jobs.results import NetworkRow
-
     return [
-        NetworkRow(
-            experiment="e",
-            sweep="s",
-            sweep_id="id",
-            trial=f"t{i}",
-            round=round_index,
-            phase="search",
-            arch="cnn",
-            dataset="digits",
-            widths=[1],
-            accuracy=accuracy,
-            params=1,
-            macs=1,
-            param_reduction=1.0,
-            mac_reduction=mac_reduction,
-            energy_j=0.0,
-            training_complexity=1.0,
-            epochs=1,
-            run_id=f"r{round_index}-{i}",
-        )
+        network_row(accuracy, mac_reduction, round_index, f"t{i}", run_id=f"r{round_index}-{i}")
         for i, (accuracy, mac_reduction) in enumerate(points)
     ]
 
