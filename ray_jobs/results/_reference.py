@@ -226,7 +226,8 @@ def resolve_reference(
 
 
 def reference_from_params(params: Mapping[str, Any]) -> ReferenceSpec:
-    """The spec's ``pareto.reference``, as the sweep run's flattened spec params carry it
-    (an unset key is kept as ``null``: the default reference)."""
+    """The spec's ``pareto.reference``, as the sweep run's flattened spec params carry it:
+    params hold JSON for None, so an unset key reads ``null`` (the default reference), and
+    an older sweep has no such param at all."""
     text = params.get(SPEC_KEY)
-    return parse_reference(None if text in (None, "None", "null") else text, SPEC_KEY)
+    return parse_reference(None if text in (None, "null") else text, SPEC_KEY)
