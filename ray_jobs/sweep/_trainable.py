@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import os
 import resource
-import socket
 import tempfile
 import threading
 import time
@@ -31,7 +30,12 @@ from adprune_core.nets import NETWORK_FILE, NETWORK_METRICS, NetworkInfo, save_n
 from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
 from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
-from ray_jobs.sweep._trial_errors import check_device, ends_on_deterministic_errors, loaded_dataset
+from ray_jobs.sweep._trial_errors import (
+    check_device,
+    ends_on_deterministic_errors,
+    loaded_dataset,
+    node_ip,
+)
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
 from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
 
@@ -144,22 +148,13 @@ def process_metrics(epoch_seconds: float, entered: float) -> dict[str, float]:
     }
 
 
-def _node_ip() -> str:
-    try:
-        import ray
-
-        return ray.util.get_node_ip_address()
-    except Exception:  # outside a Ray worker the host name will do
-        return socket.gethostname()
-
-
 class TrialReporter:
     """Hands each epoch's report to Tune with the checkpoint taken after its step, adding
     what only a trial knows: its node, its share, and a checkpoint fallback note."""
 
     def __init__(self, schedule: PruneSchedule, granted: Any, entered: float, note: str) -> None:
         self.schedule, self.granted, self.entered, self.note = schedule, granted, entered, note
-        self.node_ip = _node_ip()
+        self.node_ip = node_ip()
         self.with_process = os.environ.get(PROCESS_METRICS_ENV) == "1"
         self.started = time.perf_counter()
 
