@@ -118,10 +118,18 @@ def sweep_progress(
 
 
 def trial_end_hypervolume(
-    client: Any, experiment: str, sweep_id: str, reference: ReferenceSpec | None = None
+    client: Any,
+    experiment: str,
+    sweep_id: str,
+    trials: Sequence[str] | None = None,
+    reference: ReferenceSpec | None = None,
 ) -> dict[str, float]:
-    """What the sweep run logs after each completed trial: the front's hypervolume so far
-    (against the experiment's shared reference) and the MAC reduction at each loss."""
+    """What the sweep run logs after a trial ends: the hypervolume of the front of
+    ``trials`` (the trials ended so far; all of the sweep's when None), against the
+    experiment's shared reference, and the MAC reduction at each loss."""
     rows = load_networks(client, [experiment], sweep_id=sweep_id)
+    if trials is not None:
+        chosen = set(trials)
+        rows = [r for r in rows if r.trial in chosen]
     spec = reference or sweep_reference_spec(client, experiment, sweep_id)
     return sweep_progress(rows, spec, experiment_baseline(client, experiment))

@@ -116,7 +116,7 @@ SweepEndReport = Callable[
 # What the sweep run logs after each completed trial, at step = trials completed so far: given
 # the client, the experiment and the sweep id, metrics (the reader side supplies the front's
 # hypervolume, ``ray_jobs.results.trial_end_hypervolume``).
-TrialEndReport = Callable[[Any, str, str], dict[str, float]]
+TrialEndReport = Callable[[Any, str, str, list[str]], dict[str, float]]
 
 
 class Recorder:
@@ -279,7 +279,7 @@ class Recorder:
 
     def _apply_trial_figures(self, op: Operation) -> None:
         """The sweep run's progress after a trial ended, and a finished trial's figures."""
-        self._log_trial_end_report()
+        self._log_trial_end_report(op["trial"])
         if op.get("done"):
             run_id = self.runs.trial_run(op["trial"])
             self._log_trial_plot(run_id, op["trial"])
@@ -330,19 +330,15 @@ class Recorder:
         self._send(batch)
         self._commit(batch)
 
-    def _log_trial_end_report(self) -> None:
-        """The sweep run's progress metrics, at step = trials completed so far."""
+    def _log_trial_end_report(self, trial_id: str) -> None:
+        """The sweep run's progress metrics over the trials ended so far, at step = their
+        number."""
         if self.trial_end_report is None:
             return
         s = self.sweep
-        prefix = trial_key(s.sweep_id, "")
-        completed = sum(
-            1
-            for k in self.runs.state.closed
-            if k.startswith(prefix) and "/" not in k[len(prefix) :]
-        )
-        metrics = self.trial_end_report(self.client, s.experiment, s.sweep_id)
-        log_metrics(self.client, self.runs.sweep_run(), metrics, completed)
+        ended = self.runs.trials_ended_through(trial_id)
+        metrics = self.trial_end_report(self.client, s.experiment, s.sweep_id, ended)
+        log_metrics(self.client, self.runs.sweep_run(), metrics, len(ended))
 
     def _log_trial_plot(self, run_id: str, trial_id: str) -> None:
         curves = []

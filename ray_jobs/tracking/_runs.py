@@ -269,6 +269,28 @@ class RunResolver:
             },
         )
 
+    def trials_ended_through(self, trial_id: str) -> list[str]:
+        """The sweep's trials that had ended when ``trial_id`` ended, in the order they
+        ended (their runs' end times), ``trial_id`` last.
+
+        The sweep's progress after a trial is scored over these, so its metric history
+        reads the same however far the writer's lanes have got when it is logged.
+        """
+        parent = self.sweep_run()
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}' "
+                "and attributes.status != 'RUNNING'"
+            ),
+            max_results=50_000,
+        )
+        ended = sorted(runs, key=lambda r: (r.info.end_time or 0, r.data.tags.get("trial_id", "")))
+        order = [r.data.tags.get("trial_id", "") for r in ended]
+        if trial_id not in order:  # not closed in the store: score what has ended
+            return order + [trial_id]
+        return order[: order.index(trial_id) + 1]
+
     def trial_net_runs(self, trial_id: str) -> list[Any]:
         """The trial's net runs in the store, search rounds in order, then the final phase."""
         parent = self.state.run_ids[trial_key(self.sweep.sweep_id, trial_id)]
