@@ -251,6 +251,13 @@ def run(
     help="At the end, register the sweep's chosen network (best accuracy on its front, with "
     "a logged model) in the MLflow Model Registry under NAME.",
 )
+@click.option(
+    "--no-share",
+    "no_share",
+    is_flag=True,
+    help="Every trial trains all its epochs itself, even those another trial has trained "
+    "identically (spec key share.enabled; results are the same either way).",
+)
 @user_errors
 def launch(
     spec_path: str | None,
@@ -266,6 +273,7 @@ def launch(
     py_modules: tuple[str, ...],
     working_dir: str | None,
     register_as: str | None,
+    no_share: bool,
 ) -> None:
     """Sweep SPEC.yaml with Ray Tune: every trial runs a whole prune schedule.
 
@@ -296,6 +304,7 @@ def launch(
         py_modules=list(py_modules),
         working_dir=working_dir,
         register_as=register_as,
+        share=not no_share,
     )
     shipped_code(py_modules, working_dir)  # the driver imports the plugins the spec names
     spec, reference = None, None

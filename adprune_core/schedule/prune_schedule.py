@@ -25,6 +25,13 @@ from adprune_core.schedule.closing import close_record
 from adprune_core.schedule.criteria import Decision, decide
 from adprune_core.schedule.network import LiveNetwork
 from adprune_core.schedule.report import DivergedReport, EpochReport, NetClosing
+from adprune_core.schedule.sharing import (
+    EpochStore,
+    ShareSettings,
+    inherited_key,
+    network_key,
+    shared_epoch,
+)
 from adprune_core.schedule.state import ScheduleState, transition
 from adprune_core.schedule.summary import fig3_maps, summarize
 
@@ -49,6 +56,7 @@ class PruneSchedule:
         data: ArrayDataset | None = None,
         device: str | torch.device | None = None,
         state: ScheduleState | None = None,
+        share: ShareSettings | None = None,
     ) -> None:
         self.spec = spec
         self.data = data if data is not None else load_dataset(spec.data)
@@ -64,8 +72,16 @@ class PruneSchedule:
         # The weights of the network the last step closed, for its network file; kept only
         # until the next step.
         self.closed_weights: dict[str, torch.Tensor] | None = None
+        self.store = EpochStore(share) if share is not None else None
+        # The live network's sharing key (None: it trains alone), and how many of its epochs
+        # were loaded from the store, trained by whom.
+        self.network_key: str | None = None
+        self.shared_epochs = 0
+        self.trained_by = ""
+        self.last_epoch_loaded = False
         if not self.state.done:
             self.network = self._build_network()
+            self.network_key = self._network_key(None, inherits=False)
 
     @property
     def model(self) -> PrunableNet:
@@ -92,17 +108,63 @@ class PruneSchedule:
     # ------------------------------------------------------------------ stepping
 
     def train_one_epoch(self) -> EpochMeasures:
-        """Train and measure one epoch of the live network, without deciding anything."""
+        """Train and measure one epoch of the live network (or load it from the epoch store,
+        where another schedule trained it), without deciding anything."""
         if self.network is None:
             raise RuntimeError("the schedule has finished")
+        network = self.network
         self.closed_weights = None
-        stats, accuracy, reading = self.network.train_epoch(self.batches)
+        self.last_epoch_loaded = False
+        if self.store is None or self.network_key is None:
+            entry = self._train_epoch(network)
+        else:
+            entry, loaded = shared_epoch(
+                self.store,
+                self.network_key,
+                self.state.epoch + 1,
+                self.device,
+                lambda: {**self._train_epoch(network), "network": network.state_dict()},
+            )
+            self.last_epoch_loaded = loaded
+            if loaded:
+                network.load_state_dict(entry["network"])
+                self.shared_epochs += 1
+                self.trained_by = str(entry["trainer"])
         self.state.history.append(
-            reading.total, reading.layers, reading.channels, accuracy, stats.loss
+            entry["ad_total"],
+            entry["layer_ad"],
+            entry["channel_ad"],
+            entry["accuracy"],
+            entry["loss"],
         )
         return EpochMeasures(
-            reading.total, list(reading.layers), accuracy, stats.loss, stats.train_accuracy
+            entry["ad_total"],
+            list(entry["layer_ad"]),
+            entry["accuracy"],
+            entry["loss"],
+            entry["train_accuracy"],
         )
+
+    def _train_epoch(self, network: LiveNetwork) -> dict[str, Any]:
+        """One epoch trained here: its measures, as the epoch store keeps them."""
+        stats, accuracy, reading = network.train_epoch(self.batches)
+        return {
+            "ad_total": reading.total,
+            "layer_ad": list(reading.layers),
+            "channel_ad": reading.channels,
+            "accuracy": accuracy,
+            "loss": stats.loss,
+            "train_accuracy": stats.train_accuracy,
+            "trainer": self.store.settings.trainer if self.store is not None else "",
+        }
+
+    def _network_key(self, parent: str | None, inherits: bool) -> str | None:
+        """The live network's sharing key; None (train alone) without a store, or where it
+        inherits from a parent whose key is unknown."""
+        if self.store is None or (inherits and parent is None):
+            return None
+        state = self.state
+        return network_key(self.spec, state.phase, state.round, state.widths, self.device, parent)
 
     def decide(self) -> Decision:
         state = self.state
@@ -179,6 +241,9 @@ class PruneSchedule:
             profile=decision.profile or "",
             schedule_done=False,
             pid=os.getpid(),
+            shared=self.last_epoch_loaded,
+            shared_epochs=self.shared_epochs,
+            trained_by=self.trained_by,
         )
 
     def diverged_report(self, reason: str) -> DivergedReport:
@@ -202,13 +267,21 @@ class PruneSchedule:
             raise RuntimeError("the schedule has finished")
         record = close_record(self.spec, self.state, decision, network, self.batches)
         self.state.records.append(record)
+        parent_part = inherited_key(self.network_key, self.state.epoch)
         self.state = transition(self.state, decision)
         parent = network.model if self.spec.prune.init == "inherit" else None
         if decision.action == "final":
             parent = None  # the final phase always trains the chosen widths from scratch
         network.release()
         self.closed_weights = network.model.state_dict()
+        self.shared_epochs, self.trained_by = 0, ""
         self.network = None if self.state.done else self._build_network(parent)
+        inherits = parent is not None
+        self.network_key = (
+            None
+            if self.state.done
+            else self._network_key(parent_part if inherits else None, inherits)
+        )
 
     def run(self, on_report: Callable[[EpochReport], None] | None = None) -> ScheduleState:
         return run_loop(self, on_report or (lambda _report: None))
@@ -220,6 +293,11 @@ class PruneSchedule:
         saved: dict[str, Any] = {"state": self.state.to_dict()}
         if self.network is not None:
             saved.update(self.network.state_dict())
+            saved["sharing"] = {
+                "key": self.network_key,
+                "shared_epochs": self.shared_epochs,
+                "trained_by": self.trained_by,
+            }
         return saved
 
     @classmethod
@@ -229,12 +307,29 @@ class PruneSchedule:
         checkpoint: dict[str, Any],
         data: ArrayDataset | None = None,
         device: str | torch.device | None = None,
+        share: ShareSettings | None = None,
     ) -> PruneSchedule:
         state = ScheduleState.from_dict(checkpoint["state"])
-        schedule = cls(spec, data, device, state)
+        schedule = cls(spec, data, device, state, share)
         if schedule.network is not None:
             schedule.network.load_state_dict(checkpoint)
+            schedule.restore_sharing(checkpoint.get("sharing"))
         return schedule
+
+    def restore_sharing(self, saved: dict[str, Any] | None) -> None:
+        """The live network's sharing key and counts as checkpointed. An inheriting network's
+        key chains its parent's, which only the checkpoint knows: without one, it trains
+        alone (a checkpoint written with sharing off, or by an older version)."""
+        saved = saved or {}
+        inherited = (
+            self.spec.prune.init == "inherit" and self.state.phase == "search" and self.state.round
+        )
+        if self.store is not None and saved.get("key") is not None:
+            self.network_key = saved["key"]
+        elif inherited:
+            self.network_key = None
+        self.shared_epochs = int(saved.get("shared_epochs", 0))
+        self.trained_by = str(saved.get("trained_by", ""))
 
 
 def run_loop(schedule: PruneSchedule, on_report: Callable[[EpochReport], None]) -> ScheduleState:

@@ -85,6 +85,11 @@ class EpochReport:
     # MACs of the next network over net0's, with resources.per_round only.
     next_mac_ratio: float | None = None
     checkpoint_fallback: str | None = None
+    # Train each shared network once: whether this epoch was loaded from the epoch store,
+    # how many of this network's epochs were, and the trainer that trained them.
+    shared: bool = False
+    shared_epochs: int = 0
+    trained_by: str = ""
     # The trainable process's time and memory, only where a benchmark asks for them.
     process: dict[str, float] | None = None
 

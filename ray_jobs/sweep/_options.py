@@ -22,6 +22,7 @@ class LaunchOptions:
     py_modules: list[str] = field(default_factory=list)  # plugin packages Ray ships to workers
     working_dir: str | None = None  # a folder Ray ships to workers as their working directory
     register_as: str | None = None  # registered model name for the chosen network at the end
+    share: bool = True  # False: every trial trains all its epochs itself (--no-share)
 
     def resume_command(self, name: str) -> str:
         """The command line that goes on with sweep ``name`` launched with these options."""

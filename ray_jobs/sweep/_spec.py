@@ -9,9 +9,9 @@ still an error there) and trains its schedule part. No Ray, no torch: loading a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr, model_validator
 from pydantic.dataclasses import dataclass
 
 from adprune_core.config import (
@@ -40,6 +40,7 @@ UNSEARCHABLE = (
     "max_concurrent",
     "resources",
     "pareto",
+    "share",
 )
 
 
@@ -139,6 +140,29 @@ class ParetoSpec:
 
 
 @dataclass(config=STRICT)
+class ShareSpec:
+    enabled: StrictBool = Field(
+        default=True,
+        description="train each network trials share once (results are identical either way)",
+    )
+    max_gib: Number = Field(
+        default=2.0,
+        gt=0.0,
+        description="disk the kept per-epoch checkpoints may take; the least recently used go",
+    )
+    root: StrictStr | None = Field(
+        default=None,
+        description="the epoch store (default STORAGE/NAME/shared-epochs); sweeps given one "
+        "folder share across sweeps",
+    )
+
+
+def _share_shorthand(value: Any) -> Any:
+    # `share: false` is the short way to turn it off.
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+@dataclass(config=STRICT)
 class SweepSpec(ScheduleSpec):
     """A schedule spec and how to sweep it: the search, its algorithm, the trials' budget."""
 
@@ -153,3 +177,6 @@ class SweepSpec(ScheduleSpec):
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     pareto: ParetoSpec = Field(default_factory=ParetoSpec)
+    share: Annotated[ShareSpec, BeforeValidator(_share_shorthand)] = Field(
+        default_factory=ShareSpec
+    )

@@ -28,6 +28,8 @@ from adprune_core.config import TrainingDiverged
 from adprune_core.data import ArrayDataset
 from adprune_core.nets import NETWORK_FILE, NETWORK_METRICS, NetworkInfo, save_network
 from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
+from adprune_core.schedule.sharing import ShareSettings
+from ray_jobs.sweep._sharing import SHARE_CONFIG_KEY
 from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 from ray_jobs.sweep._trial_errors import (
@@ -80,11 +82,22 @@ def load_saved_state(latest: Path, device: str) -> tuple[dict[str, Any], str]:
     raise RuntimeError("no readable checkpoint: " + "; ".join(errors))
 
 
-def load_schedule(spec: SweepSpec, data: ArrayDataset, device: str) -> tuple[PruneSchedule, str]:
+def share_settings(config: dict[str, Any]) -> ShareSettings | None:
+    """The sweep's epoch store, with this trial as the trainer of what it trains."""
+    store = config.get(SHARE_CONFIG_KEY)
+    if not store:
+        return None
+    trainer = tune.get_context().get_trial_id() or ""
+    return ShareSettings(Path(store["root"]), int(store["max_bytes"]), trainer)
+
+
+def load_schedule(
+    spec: SweepSpec, data: ArrayDataset, device: str, share: ShareSettings | None = None
+) -> tuple[PruneSchedule, str]:
     """The trial's schedule from its checkpoint (or new), and any checkpoint-fallback note."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return PruneSchedule(spec, data, device), ""
+        return PruneSchedule(spec, data, device, share=share), ""
     note = ""
     local = checkpoint_folder(checkpoint)
     if local is not None:
@@ -92,7 +105,7 @@ def load_schedule(spec: SweepSpec, data: ArrayDataset, device: str) -> tuple[Pru
     else:
         with checkpoint.as_directory() as folder:
             saved = read_checkpoint(Path(folder), device)
-    return PruneSchedule.from_checkpoint(spec, saved, data, device), note
+    return PruneSchedule.from_checkpoint(spec, saved, data, device, share), note
 
 
 def checkpoint_folder(checkpoint: tune.Checkpoint) -> Path | None:
@@ -186,7 +199,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
     check_device(device)
     use_resources(granted, device)
     data = loaded_dataset(lambda: cached_dataset(spec), spec.data.dataset)
-    schedule, note = load_schedule(spec, data, device)
+    schedule, note = load_schedule(spec, data, device, share_settings(config))
     reporter = TrialReporter(schedule, granted, entered, note)
     try:
         run_loop(schedule, reporter)

@@ -1,0 +1,243 @@
+"""Train each shared network once: the sharing key, the epoch store, and schedules that share
+epochs with results identical to training alone."""
+
+import dataclasses
+import threading
+
+import pytest
+import torch
+
+from adprune_core.config import spec_from_dict, spec_to_dict
+from adprune_core.config.sharing import (
+    DECISION,
+    NEITHER,
+    TRAINING,
+    key_class,
+    training_fields,
+    unclassed_keys,
+)
+from adprune_core.data import load_dataset
+from adprune_core.schedule import PruneSchedule
+from adprune_core.schedule.sharing import EpochStore, ShareSettings, network_key
+from ray_jobs.sweep._sharing import SWEEP_KEY_CLASSES
+from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
+
+
+def tiny_spec(**overrides):
+    base = {
+        "model.arch": "cnn2",
+        "model.widths": "[12, 16]",
+        "data.dataset": "synthetic",
+        "data.synthetic.num_train": 96,
+        "data.synthetic.num_test": 48,
+        "data.batch_size": 32,
+        "prune.rho.min_epochs": 2,
+        "prune.rho.max_epochs": 5,
+        "prune.rho.threshold": 0.01,
+        "prune.rho.patience": 1,
+        "prune.delta.flat_band": 0.002,
+        "prune.max_rounds": 3,
+        "prune.min_width": 2,
+        "final.epochs": 2,
+    }
+    base.update(overrides)
+    return spec_from_dict({}, [f"{k}={v}" for k, v in base.items()])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(tiny_spec().data)
+
+
+# ------------------------------------------------------------------ the key
+
+
+def every_leaf_spec():
+    """A sweep spec where every section is present, so every leaf key is walked."""
+    return sweep_spec_from_dict(
+        {
+            "model": {"arch": "cnn2", "widths": [4, 4]},
+            "data": {"dataset": "synthetic"},
+            "search": {"prune.rho.threshold": {"grid": [0.01, 0.02]}},
+            "pareto": {"reference": "accuracy=net0-2"},
+        }
+    )
+
+
+def test_every_spec_key_has_a_class():
+    spec = spec_to_dict(every_leaf_spec())
+    assert unclassed_keys(spec, SWEEP_KEY_CLASSES) == []
+    # The check can fail: a key added without a class is reported by name.
+    spec["train"]["new_knob"] = 1
+    spec["brand_new_section"] = {"x": 1}
+    assert unclassed_keys(spec, SWEEP_KEY_CLASSES) == ["brand_new_section.x"]
+
+
+def test_an_unclassed_key_counts_as_changing_training():
+    assert key_class("brand_new_section.x") == TRAINING
+    assert key_class("train.some_new_knob") == TRAINING  # under a training section
+    assert key_class("prune.rho.threshold") == DECISION
+    assert key_class("prune.delta.flat_band") == DECISION
+    assert key_class("record.latency.enabled") == NEITHER
+    assert key_class("search", SWEEP_KEY_CLASSES) == NEITHER
+
+
+def test_each_phase_keys_its_own_horizon():
+    spec = spec_to_dict(tiny_spec())
+    search, final = training_fields(spec, "search"), training_fields(spec, "final")
+    assert "prune.rho.max_epochs" in search and "prune.rho.max_epochs" not in final
+    assert "final.epochs" in final and "final.epochs" not in search
+    assert "train.lr" in search and "prune.rho.threshold" not in search
+
+
+def key_of(spec, widths=(12, 16), phase="search", round_index=0):
+    return network_key(spec, phase, round_index, list(widths), torch.device("cpu"))
+
+
+def test_decision_keys_share_and_training_keys_do_not():
+    base = key_of(tiny_spec())
+    for decision in (
+        {"prune.rho.threshold": 0.5},
+        {"prune.rho.patience": 3},
+        {"prune.delta.flat_band": 0.1},
+        {"prune.max_rounds": 9},
+        {"prune.min_width": 1},
+        {"name": "other"},
+        {"data.root": "/elsewhere"},
+    ):
+        assert key_of(tiny_spec(**decision)) == base, decision
+    for training in (
+        {"train.lr": 0.01},
+        {"train.seed": 1},
+        {"prune.rho.max_epochs": 9},
+        {"data.batch_size": 16},
+        {"prune.measure": "eval"},
+    ):
+        assert key_of(tiny_spec(**training)) != base, training
+    assert key_of(tiny_spec(), widths=(12, 15)) != base
+    assert key_of(tiny_spec(), round_index=1) != base
+    # final.epochs is the final phase's horizon only.
+    assert key_of(tiny_spec(**{"final.epochs": 9})) == base
+    final = key_of(tiny_spec(), phase="final")
+    assert key_of(tiny_spec(**{"final.epochs": 9}), phase="final") != final
+
+
+def test_the_thread_count_keys_only_where_results_depend_on_it():
+    spec, deterministic = tiny_spec(), tiny_spec(**{"train.deterministic": "true"})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, one_det = key_of(spec), key_of(deterministic)
+        torch.set_num_threads(2)
+        two, two_det = key_of(spec), key_of(deterministic)
+    finally:
+        torch.set_num_threads(threads)
+    assert one != two
+    assert one_det == two_det
+
+
+# ------------------------------------------------------------------ the store
+
+
+def test_a_claimed_epoch_is_waited_for_and_then_loaded(tmp_path):
+    store = EpochStore(ShareSettings(tmp_path, poll_s=0.01))
+    assert store.obtain("ab" * 10, 1, torch.device("cpu")) is None  # ours to train: claimed
+    got = {}
+    waiter = threading.Thread(
+        target=lambda: got.update(entry=store.obtain("ab" * 10, 1, torch.device("cpu")))
+    )
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # waits while the claim is held
+    store.save("ab" * 10, 1, {"w": torch.ones(2), "trainer": "first"})
+    waiter.join(10)
+    assert got["entry"]["trainer"] == "first"
+    assert torch.equal(got["entry"]["w"], torch.ones(2))
+
+
+def test_a_dead_holders_claim_is_taken_over(tmp_path):
+    store = EpochStore(ShareSettings(tmp_path))
+    claim = tmp_path / "cd" / ("cd" * 10) / "0001.claim"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(f'{{"host": "{store.host}", "pid": 999999999}}')
+    assert store.obtain("cd" * 10, 1, torch.device("cpu")) is None  # taken over: ours
+
+
+def test_the_store_keeps_to_its_size_by_evicting_the_least_recently_used(tmp_path):
+    entry = {"w": torch.zeros(1000)}  # ~4 kB each
+    store = EpochStore(ShareSettings(tmp_path, max_bytes=10_000))
+    for epoch in range(1, 6):
+        store.save("ef" * 10, epoch, entry)
+    kept = sorted(p.name for p in tmp_path.rglob("*.pt"))
+    assert 1 <= len(kept) <= 2 and kept[-1] == "0005.pt"
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.pt")) <= 10_000
+
+
+def test_a_damaged_entry_is_trained_again(tmp_path):
+    store = EpochStore(ShareSettings(tmp_path))
+    path = tmp_path / "aa" / ("aa" * 10) / "0001.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a torch file")
+    assert store.obtain("aa" * 10, 1, torch.device("cpu")) is None
+    assert not path.exists()
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def curves(state):
+    return [
+        (r.phase, r.round, r.widths, r.ad_history, r.accuracy_history, r.training_complexity)
+        for r in state.records
+    ]
+
+
+def run_shared(spec, data, root, trainer):
+    schedule = PruneSchedule(spec, data, "cpu", share=ShareSettings(root, trainer=trainer))
+    reports = []
+    state = schedule.run(reports.append)
+    return state, reports
+
+
+@pytest.mark.parametrize("init", ["random", "inherit"])
+def test_schedules_that_share_give_the_results_of_training_alone(data, tmp_path, init):
+    thresholds = [0.5, 1e-9, 0.5]  # the third repeats the first: everything is shared
+    specs = [tiny_spec(**{"prune.rho.threshold": t, "prune.init": init}) for t in thresholds]
+    alone = [PruneSchedule(spec, data, "cpu").run() for spec in specs]
+    shared = [run_shared(spec, data, tmp_path, f"t{i}") for i, spec in enumerate(specs)]
+    for by_itself, (state, _) in zip(alone, shared):
+        assert curves(state) == curves(by_itself)
+        assert state.chosen_round == by_itself.chosen_round
+        assert state.stop_reason == by_itself.stop_reason
+    first, second, third = (reports for _, reports in shared)
+    assert not any(r.shared for r in first)
+    assert all(r.shared and r.trained_by == "t0" for r in third)
+    # The thresholds part ways: the second trial loads net0's epochs up to where its own
+    # decision ended the round, then trains what the first never did.
+    assert second[0].shared and second[0].trained_by == "t0"
+    assert not all(r.shared for r in second)
+    last = {(r.phase, r.round): r.shared_epochs for r in third}
+    assert all(n > 0 for n in last.values())
+
+
+def test_a_resumed_schedule_keeps_sharing(data, tmp_path):
+    spec = tiny_spec()
+    PruneSchedule(spec, data, "cpu", share=ShareSettings(tmp_path, trainer="a")).run()
+    interrupted = PruneSchedule(spec, data, "cpu", share=ShareSettings(tmp_path, trainer="b"))
+    interrupted.step()  # net0 epoch 1 of 2: loaded from the store
+    checkpoint = interrupted.checkpoint()
+    resumed = PruneSchedule.from_checkpoint(
+        spec, checkpoint, data, "cpu", share=ShareSettings(tmp_path, trainer="b")
+    )
+    reports = []
+    resumed.run(reports.append)
+    assert all(r.shared for r in reports)
+    assert (reports[0].round, reports[0].epoch) == (0, 2)
+    assert reports[0].shared_epochs == 2  # the one before the stop counts too
+
+
+def test_without_a_store_nothing_is_shared(data):
+    reports = []
+    PruneSchedule(tiny_spec(), data, "cpu").run(reports.append)
+    assert reports and not any(r.shared or r.shared_epochs or r.trained_by for r in reports)
+    assert dataclasses.asdict(reports[0])["shared"] is False
