@@ -18,7 +18,8 @@ from adprune_core.config.sharing import (
 )
 from adprune_core.data import load_dataset
 from adprune_core.schedule import PruneSchedule
-from adprune_core.schedule.sharing import EpochStore, ShareSettings, network_key
+from adprune_core.schedule.epoch_store import EpochStore, ShareSettings
+from adprune_core.schedule.sharing import network_key
 from ray_jobs.sweep._sharing import SWEEP_KEY_CLASSES
 from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 
@@ -218,6 +219,15 @@ def test_schedules_that_share_give_the_results_of_training_alone(data, tmp_path,
     assert not all(r.shared for r in second)
     last = {(r.phase, r.round): r.shared_epochs for r in third}
     assert all(n > 0 for n in last.values())
+    # The tally in net0-epochs: all of a schedule's epochs are its Eq. 1 training complexity;
+    # the trained part is what it did not load.
+    for reports in (first, second, third):
+        end = reports[-1]
+        assert end.net0_epochs == pytest.approx(end.training_complexity)
+        assert end.trial_shared_epochs == sum(r.shared for r in reports)
+    assert first[-1].net0_epochs_trained == pytest.approx(first[-1].net0_epochs)
+    assert third[-1].net0_epochs_trained == 0.0
+    assert 0 < second[-1].net0_epochs_trained < second[-1].net0_epochs
 
 
 def test_a_resumed_schedule_keeps_sharing(data, tmp_path):

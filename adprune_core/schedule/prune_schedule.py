@@ -23,15 +23,10 @@ from adprune_core.engine import check_precision, resolve_device
 from adprune_core.nets import PrunableNet, check_widths, cost_report
 from adprune_core.schedule.closing import close_record
 from adprune_core.schedule.criteria import Decision, decide
+from adprune_core.schedule.epoch_store import ShareSettings
 from adprune_core.schedule.network import LiveNetwork
 from adprune_core.schedule.report import DivergedReport, EpochReport, NetClosing
-from adprune_core.schedule.sharing import (
-    EpochStore,
-    ShareSettings,
-    inherited_key,
-    network_key,
-    shared_epoch,
-)
+from adprune_core.schedule.sharing import EpochSharing
 from adprune_core.schedule.state import ScheduleState, transition
 from adprune_core.schedule.summary import fig3_maps, summarize
 
@@ -72,16 +67,10 @@ class PruneSchedule:
         # The weights of the network the last step closed, for its network file; kept only
         # until the next step.
         self.closed_weights: dict[str, torch.Tensor] | None = None
-        self.store = EpochStore(share) if share is not None else None
-        # The live network's sharing key (None: it trains alone), and how many of its epochs
-        # were loaded from the store, trained by whom.
-        self.network_key: str | None = None
-        self.shared_epochs = 0
-        self.trained_by = ""
-        self.last_epoch_loaded = False
+        self.sharing = EpochSharing(share)
         if not self.state.done:
             self.network = self._build_network()
-            self.network_key = self._network_key(None, inherits=False)
+            self.sharing.start_network(spec, self.state, self.device)
 
     @property
     def model(self) -> PrunableNet:
@@ -114,22 +103,12 @@ class PruneSchedule:
             raise RuntimeError("the schedule has finished")
         network = self.network
         self.closed_weights = None
-        self.last_epoch_loaded = False
-        if self.store is None or self.network_key is None:
-            entry = self._train_epoch(network)
-        else:
-            entry, loaded = shared_epoch(
-                self.store,
-                self.network_key,
-                self.state.epoch + 1,
-                self.device,
-                lambda: {**self._train_epoch(network), "network": network.state_dict()},
-            )
-            self.last_epoch_loaded = loaded
-            if loaded:
-                network.load_state_dict(entry["network"])
-                self.shared_epochs += 1
-                self.trained_by = str(entry["trainer"])
+        entry = self.sharing.epoch(
+            self.state.epoch + 1,
+            self.device,
+            lambda: {**self._train_epoch(network), "network": network.state_dict()},
+            lambda loaded: network.load_state_dict(loaded["network"]),
+        )
         self.state.history.append(
             entry["ad_total"],
             entry["layer_ad"],
@@ -155,16 +134,8 @@ class PruneSchedule:
             "accuracy": accuracy,
             "loss": stats.loss,
             "train_accuracy": stats.train_accuracy,
-            "trainer": self.store.settings.trainer if self.store is not None else "",
+            "trainer": self.sharing.trainer,
         }
-
-    def _network_key(self, parent: str | None, inherits: bool) -> str | None:
-        """The live network's sharing key; None (train alone) without a store, or where it
-        inherits from a parent whose key is unknown."""
-        if self.store is None or (inherits and parent is None):
-            return None
-        state = self.state
-        return network_key(self.spec, state.phase, state.round, state.widths, self.device, parent)
 
     def decide(self) -> Decision:
         state = self.state
@@ -184,6 +155,8 @@ class PruneSchedule:
         decision = self.decide()
         before = self.state
         report = self._epoch_report(before, decision, measures.train_accuracy)
+        self.sharing.count(report.mac_reduction)
+        report = report.with_fields(**self.sharing.report_fields())
         self.advance(decision)
         if decision.action == "continue":
             return report
@@ -241,9 +214,6 @@ class PruneSchedule:
             profile=decision.profile or "",
             schedule_done=False,
             pid=os.getpid(),
-            shared=self.last_epoch_loaded,
-            shared_epochs=self.shared_epochs,
-            trained_by=self.trained_by,
         )
 
     def diverged_report(self, reason: str) -> DivergedReport:
@@ -267,21 +237,19 @@ class PruneSchedule:
             raise RuntimeError("the schedule has finished")
         record = close_record(self.spec, self.state, decision, network, self.batches)
         self.state.records.append(record)
-        parent_part = inherited_key(self.network_key, self.state.epoch)
+        parent_part = self.sharing.parent_part(self.state.epoch)
         self.state = transition(self.state, decision)
         parent = network.model if self.spec.prune.init == "inherit" else None
         if decision.action == "final":
             parent = None  # the final phase always trains the chosen widths from scratch
         network.release()
         self.closed_weights = network.model.state_dict()
-        self.shared_epochs, self.trained_by = 0, ""
         self.network = None if self.state.done else self._build_network(parent)
-        inherits = parent is not None
-        self.network_key = (
-            None
-            if self.state.done
-            else self._network_key(parent_part if inherits else None, inherits)
-        )
+        if self.network is not None:
+            inherits = parent is not None
+            self.sharing.start_network(
+                self.spec, self.state, self.device, parent_part if inherits else None, inherits
+            )
 
     def run(self, on_report: Callable[[EpochReport], None] | None = None) -> ScheduleState:
         return run_loop(self, on_report or (lambda _report: None))
@@ -293,11 +261,7 @@ class PruneSchedule:
         saved: dict[str, Any] = {"state": self.state.to_dict()}
         if self.network is not None:
             saved.update(self.network.state_dict())
-            saved["sharing"] = {
-                "key": self.network_key,
-                "shared_epochs": self.shared_epochs,
-                "trained_by": self.trained_by,
-            }
+            saved["sharing"] = self.sharing.state_dict()
         return saved
 
     @classmethod
@@ -313,23 +277,9 @@ class PruneSchedule:
         schedule = cls(spec, data, device, state, share)
         if schedule.network is not None:
             schedule.network.load_state_dict(checkpoint)
-            schedule.restore_sharing(checkpoint.get("sharing"))
+            inherited = spec.prune.init == "inherit" and state.phase == "search" and state.round
+            schedule.sharing.load_state_dict(checkpoint.get("sharing"), bool(inherited))
         return schedule
-
-    def restore_sharing(self, saved: dict[str, Any] | None) -> None:
-        """The live network's sharing key and counts as checkpointed. An inheriting network's
-        key chains its parent's, which only the checkpoint knows: without one, it trains
-        alone (a checkpoint written with sharing off, or by an older version)."""
-        saved = saved or {}
-        inherited = (
-            self.spec.prune.init == "inherit" and self.state.phase == "search" and self.state.round
-        )
-        if self.store is not None and saved.get("key") is not None:
-            self.network_key = saved["key"]
-        elif inherited:
-            self.network_key = None
-        self.shared_epochs = int(saved.get("shared_epochs", 0))
-        self.trained_by = str(saved.get("trained_by", ""))
 
 
 def run_loop(schedule: PruneSchedule, on_report: Callable[[EpochReport], None]) -> ScheduleState:

@@ -90,6 +90,11 @@ class EpochReport:
     shared: bool = False
     shared_epochs: int = 0
     trained_by: str = ""
+    # Over the whole schedule so far: epochs loaded, and epochs in net0 units (each costs
+    # 1 / its network's MAC reduction), all of them and those trained here.
+    trial_shared_epochs: int = 0
+    net0_epochs: float = 0.0
+    net0_epochs_trained: float = 0.0
     # The trainable process's time and memory, only where a benchmark asks for them.
     process: dict[str, float] | None = None
 

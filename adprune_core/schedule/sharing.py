@@ -9,24 +9,16 @@ on exactly as if it had trained the epoch itself, and its own decisions (rho, de
 taken on the same curves. Where two schedules reach an epoch at once, one claims it and
 trains; the other waits for the result.
 
-The store is a folder (``<storage>/<sweep>/shared-epochs`` in a sweep), so it works for
-trials in other processes and, on shared storage, on other nodes. Entries are written
-whole (temp file, then rename), so a worker killed mid-write leaves nothing half-read.
-The oldest entries are evicted past ``max_bytes``: a trial that needed one then trains the
-epoch itself, with the same result, only slower.
+The store (:mod:`adprune_core.schedule.epoch_store`) is a folder, in a sweep
+``<storage>/<sweep>/shared-epochs``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
-import os
-import socket
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,23 +27,7 @@ import torch
 
 from adprune_core.config import ScheduleSpec, spec_to_dict
 from adprune_core.config.sharing import training_fields
-
-DEFAULT_MAX_GIB = 2.0
-ENTRY_SUFFIX = ".pt"
-CLAIM_SUFFIX = ".claim"
-
-
-@dataclass(frozen=True)
-class ShareSettings:
-    """Where a schedule shares its epochs, and who it is in the records."""
-
-    root: Path
-    max_bytes: int = int(DEFAULT_MAX_GIB * 2**30)
-    # Names the trainer of an epoch in the records of those who load it.
-    trainer: str = ""
-    # A claim older than this with no entry is taken over (its holder may be gone).
-    claim_timeout_s: float = 600.0
-    poll_s: float = 0.2
+from adprune_core.schedule.epoch_store import EpochStore, ShareSettings
 
 
 @cache
@@ -111,119 +87,6 @@ def inherited_key(parent_key: str | None, parent_epochs: int) -> str | None:
     return None if parent_key is None else f"{parent_key}@{parent_epochs}"
 
 
-class EpochStore:
-    """Trained epochs by (network key, epoch), with claims so each is trained once."""
-
-    def __init__(self, settings: ShareSettings) -> None:
-        self.settings = settings
-        self.root = Path(settings.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.host = socket.gethostname()
-
-    def _path(self, key: str, epoch: int, suffix: str) -> Path:
-        return self.root / key[:2] / key / f"{epoch:04d}{suffix}"
-
-    def load(self, key: str, epoch: int, device: torch.device) -> dict[str, Any] | None:
-        path = self._path(key, epoch, ENTRY_SUFFIX)
-        try:
-            # weights_only: the store sits on shared storage, and a full unpickle runs code.
-            entry = torch.load(path, map_location=device, weights_only=True)
-        except FileNotFoundError:
-            return None
-        except Exception:  # a damaged entry (torch.load raises many types): train instead
-            path.unlink(missing_ok=True)
-            return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # eviction goes by last use
-        return entry
-
-    def obtain(self, key: str, epoch: int, device: torch.device) -> dict[str, Any] | None:
-        """The stored epoch, waiting for it while another schedule trains it; None when the
-        caller is to train it (it then holds the claim, released by :meth:`save`)."""
-        while True:
-            entry = self.load(key, epoch, device)
-            if entry is not None:
-                return entry
-            if self._claim(key, epoch):
-                # Trained and stored between our look and our claim: use it.
-                entry = self.load(key, epoch, device)
-                if entry is not None:
-                    self.release(key, epoch)
-                return entry
-            time.sleep(self.settings.poll_s)
-
-    def _claim(self, key: str, epoch: int) -> bool:
-        path = self._path(key, epoch, CLAIM_SUFFIX)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        holder = json.dumps({"host": self.host, "pid": os.getpid()})
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not self._stale(path):
-                return False
-            path.unlink(missing_ok=True)  # its holder is gone: take it over
-            return self._claim(key, epoch)
-        with os.fdopen(fd, "w") as claim:
-            claim.write(holder)
-        return True
-
-    def _stale(self, path: Path) -> bool:
-        try:
-            holder = json.loads(path.read_text() or "{}")
-            age = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
-            return False  # being written, or just released
-        if holder.get("host") == self.host and not pid_alive(int(holder.get("pid", 0))):
-            return True
-        return age > self.settings.claim_timeout_s
-
-    def release(self, key: str, epoch: int) -> None:
-        self._path(key, epoch, CLAIM_SUFFIX).unlink(missing_ok=True)
-
-    def save(self, key: str, epoch: int, entry: Mapping[str, Any]) -> None:
-        """Store a trained epoch (whole, or not at all) and release its claim."""
-        path = self._path(key, epoch, ENTRY_SUFFIX)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(dict(entry), partial)
-            os.replace(partial, path)
-        except OSError as err:
-            # A full disk costs sharing, not the trial: the epoch is trained all the same.
-            partial.unlink(missing_ok=True)
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-                raise
-        finally:
-            self.release(key, epoch)
-        self.evict()
-
-    def evict(self) -> None:
-        """Delete the least recently used entries until the store fits ``max_bytes``."""
-        entries = []
-        for path in self.root.glob(f"*/*/*{ENTRY_SUFFIX}"):
-            with contextlib.suppress(FileNotFoundError):
-                stat = path.stat()
-                entries.append((stat.st_mtime, stat.st_size, path))
-        total = sum(size for _, size, _ in entries)
-        for _, size, path in sorted(entries):
-            if total <= self.settings.max_bytes:
-                break
-            path.unlink(missing_ok=True)
-            total -= size
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def shared_epoch(
     store: EpochStore,
     key: str,
@@ -243,3 +106,107 @@ def shared_epoch(
         raise
     store.save(key, epoch, entry)
     return entry, False
+
+
+@dataclass
+class SharingTally:
+    """A schedule's epochs in net0-epoch units (an epoch of net[i] costs 1 / its MAC
+    reduction): all of them, the part it trained itself, and how many it loaded."""
+
+    shared_epochs: int = 0
+    net0_epochs: float = 0.0
+    net0_epochs_trained: float = 0.0
+
+
+class EpochSharing:
+    """One schedule's side of sharing: the live network's key, its shared epochs so far and
+    who trained them, and the tally over the whole schedule. Without settings, every epoch
+    is trained here and only the tally is kept."""
+
+    def __init__(self, settings: ShareSettings | None) -> None:
+        self.store = EpochStore(settings) if settings is not None else None
+        self.trainer = settings.trainer if settings is not None else ""
+        self.key: str | None = None
+        self.network_shared = 0
+        self.trained_by = ""
+        self.last_loaded = False
+        self.tally = SharingTally()
+
+    def start_network(
+        self,
+        spec: ScheduleSpec,
+        state: Any,
+        device: torch.device,
+        parent: str | None = None,
+        inherits: bool = False,
+    ) -> None:
+        """Key the network ``state`` is on; an inheriting one whose parent's key is unknown
+        trains alone."""
+        self.network_shared, self.trained_by = 0, ""
+        if self.store is None or (inherits and parent is None):
+            self.key = None
+            return
+        self.key = network_key(spec, state.phase, state.round, state.widths, device, parent)
+
+    def parent_part(self, epochs: int) -> str | None:
+        return inherited_key(self.key, epochs)
+
+    def epoch(
+        self,
+        number: int,
+        device: torch.device,
+        train: Callable[[], dict[str, Any]],
+        load: Callable[[dict[str, Any]], None],
+    ) -> dict[str, Any]:
+        """Epoch ``number`` of the live network: trained by ``train`` (which returns its
+        measures and, under ``"network"``, its end state) or loaded into it by ``load``."""
+        self.last_loaded = False
+        if self.store is None or self.key is None:
+            return train()
+        entry, loaded = shared_epoch(self.store, self.key, number, device, train)
+        if loaded:
+            load(entry)
+            self.last_loaded = True
+            self.network_shared += 1
+            self.trained_by = str(entry.get("trainer", ""))
+        return entry
+
+    def count(self, mac_reduction: float) -> None:
+        """Add the epoch just taken, of a network ``mac_reduction`` x smaller than net0."""
+        units = 1.0 / mac_reduction
+        self.tally.net0_epochs += units
+        if self.last_loaded:
+            self.tally.shared_epochs += 1
+        else:
+            self.tally.net0_epochs_trained += units
+
+    def report_fields(self) -> dict[str, Any]:
+        return {
+            "shared": self.last_loaded,
+            "shared_epochs": self.network_shared,
+            "trained_by": self.trained_by,
+            "trial_shared_epochs": self.tally.shared_epochs,
+            "net0_epochs": self.tally.net0_epochs,
+            "net0_epochs_trained": self.tally.net0_epochs_trained,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "network_shared": self.network_shared,
+            "trained_by": self.trained_by,
+            "tally": asdict(self.tally),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any] | None, inherited: bool) -> None:
+        """As checkpointed. An inheriting network's key chains its parent's, which only the
+        checkpoint knows: without it (sharing was off, or an older checkpoint) it trains
+        alone."""
+        saved = saved or {}
+        if self.store is not None and saved.get("key") is not None:
+            self.key = saved["key"]
+        elif inherited:
+            self.key = None
+        self.network_shared = int(saved.get("network_shared", 0))
+        self.trained_by = str(saved.get("trained_by", ""))
+        self.tally = SharingTally(**saved.get("tally", {}))

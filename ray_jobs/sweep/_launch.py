@@ -31,6 +31,7 @@ from ray_jobs.sweep._progress import (
     failed_trials,
     failure_line,
     make_progress_callback,
+    sharing_line,
     summary_rows,
 )
 from ray_jobs.sweep._ray_runtime import (
@@ -291,6 +292,9 @@ def finish(
     click.echo("")
     click.echo(result.table)
     click.echo(f"{len(result.rows)} trials in {time.perf_counter() - start:.1f}s")
+    shared = sharing_line(grid)
+    if shared is not None:
+        click.echo(shared)
     click.echo(mlflow_summary(identity, spec.experiment))
     if result.failed:
         click.echo(f"error: {failure_line(result.failed, len(result.rows))}", err=True)

@@ -28,7 +28,7 @@ from adprune_core.config import TrainingDiverged
 from adprune_core.data import ArrayDataset
 from adprune_core.nets import NETWORK_FILE, NETWORK_METRICS, NetworkInfo, save_network
 from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
-from adprune_core.schedule.sharing import ShareSettings
+from adprune_core.schedule.epoch_store import ShareSettings
 from ray_jobs.sweep._sharing import SHARE_CONFIG_KEY
 from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._spec_checks import sweep_spec_from_dict

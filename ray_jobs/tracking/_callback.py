@@ -31,6 +31,7 @@ from ray_jobs.tracking._operations import (
     last_error_line,
     net_end_op,
     net_figures_op,
+    sweep_sharing_metrics,
     trial_end_op,
     trial_error_op,
     trial_figures_op,
@@ -223,6 +224,7 @@ class MlflowCallback(Callback):
                 "op": "sweep_end",
                 "status": "done" if finished else "incomplete",
                 "trials": len(trials),
+                "metrics": sweep_sharing_metrics([t.last_result or {} for t in trials]),
             }
         )
         complete = self._writer.stop(self.drain_timeout_s) if self._writer else True

@@ -75,6 +75,7 @@ def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     closing = report.closing
     metrics: dict[str, Any] = {key: getattr(report, key) for key in NET_SUMMARY_METRICS}
     metrics["epochs"] = report.epoch
+    metrics["shared_epochs"] = report.shared_epochs
     if closing is not None and closing.epochs_to_rho is not None:
         metrics["epochs_to_rho"] = closing.epochs_to_rho
     metrics.update(closing.latency if closing is not None else {})
@@ -83,6 +84,7 @@ def net_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
         "profile": closing.profile if closing is not None else report.profile,
         "end_reason": report.decision_reason,
+        "trained_by": report.trained_by,
         "time_ms": time_ms(result),
     }
 
@@ -130,6 +132,32 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+SHARING_METRICS = ("net0_epochs", "net0_epochs_trained")
+
+
+def sharing_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """A trial's epochs loaded from the epoch store, and its epochs in net0 units: all of
+    them, and the part it trained itself."""
+    if "net0_epochs" not in result:
+        return {}
+    values = {key: result[key] for key in SHARING_METRICS}
+    values["shared_epochs"] = result.get("trial_shared_epochs", 0)
+    return values
+
+
+def sweep_sharing_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
+    """The sweep's net0-epochs: trained, as they would be without sharing, and the ratio."""
+    total = sum(r.get("net0_epochs", 0.0) for r in results)
+    trained = sum(r.get("net0_epochs_trained", 0.0) for r in results)
+    if total <= 0:
+        return {}
+    return {
+        "net0_epochs_trained": trained,
+        "net0_epochs_unshared": total,
+        "sharing_ratio": trained / total,
+    }
+
+
 def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
     """A completed trial: done (delta or max_rounds), diverged, ended by an error a retry
     could not fix, or stopped otherwise. Only a done trial has a chosen network, so only it
@@ -144,7 +172,7 @@ def trial_end_op(trial_id: str, result: dict[str, Any]) -> dict[str, Any]:
         "reason": result.get("final_stop_reason")
         or result.get("diverged")
         or result.get(TRIAL_ERROR, ""),
-        "metrics": trial_metrics(result) if done else {},
+        "metrics": {**(trial_metrics(result) if done else {}), **sharing_metrics(result)},
         "final_widths": summary.widths if done and summary is not None else None,
     }
 

@@ -37,7 +37,14 @@ from ray_jobs.tracking._runs import (
     log_metrics,
     set_tags,
 )
-from ray_jobs.tracking.keys import CLOSED_TAG, MODEL_TAG, net_key, sweep_key, trial_key
+from ray_jobs.tracking.keys import (
+    CLOSED_TAG,
+    MODEL_TAG,
+    TRAINED_BY_TAG,
+    net_key,
+    sweep_key,
+    trial_key,
+)
 
 Operation = dict[str, Any]
 
@@ -195,6 +202,8 @@ class Recorder:
             self._plan_epoch(batch, op)
         elif kind == "net_end" and not self._closed(batch):
             tags = {"profile": op["profile"], "end_reason": op["end_reason"]}
+            if op.get("trained_by"):
+                tags[TRAINED_BY_TAG] = op["trained_by"]
             self._plan_close(batch, op, op["epoch"], tags, "FINISHED")
         elif kind == "trial_end" and not self._closed(batch):
             tags = {"status": op["status"], "delta_reason": op.get("reason", "")}
@@ -381,7 +390,7 @@ class Recorder:
         key = sweep_key(self.sweep.sweep_id)
         if key in self.runs.state.closed:
             return  # a finished sweep resumed again: its summary is already there
-        metrics: dict[str, float] = {"trials": op["trials"]}
+        metrics: dict[str, float] = {"trials": op["trials"], **op.get("metrics", {})}
         with tempfile.TemporaryDirectory(prefix="adprune-front-") as folder:
             if self.sweep_end_report is not None:
                 s = self.sweep

@@ -270,25 +270,17 @@ class RunResolver:
         )
 
     def trials_ended_through(self, trial_id: str) -> list[str]:
-        """The sweep's trials that had ended when ``trial_id`` ended, in the order they
-        ended (their runs' end times), ``trial_id`` last.
-
-        The sweep's progress after a trial is scored over these, so its metric history
-        reads the same however far the writer's lanes have got when it is logged.
-        """
-        parent = self.sweep_run()
+        """The sweep's trials ended by the time ``trial_id`` ended, in the order they ended
+        (runs' end times), ``trial_id`` last: the sweep's progress after a trial is scored
+        over these, so it reads the same however far the writer's lanes have got."""
+        where = f"tags.`{PARENT_TAG}` = '{self.sweep_run()}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}'"
         runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}' "
-                "and attributes.status != 'RUNNING'"
-            ),
-            max_results=50_000,
+            [self.experiment_id], f"{where} and attributes.status != 'RUNNING'", max_results=50_000
         )
         ended = sorted(runs, key=lambda r: (r.info.end_time or 0, r.data.tags.get("trial_id", "")))
         order = [r.data.tags.get("trial_id", "") for r in ended]
         if trial_id not in order:  # not closed in the store: score what has ended
-            return order + [trial_id]
+            return [*order, trial_id]
         return order[: order.index(trial_id) + 1]
 
     def trial_net_runs(self, trial_id: str) -> list[Any]:

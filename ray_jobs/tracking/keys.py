@@ -18,6 +18,8 @@ CLOSED_TAG = "adprune.closed"
 PARENT_TAG = "mlflow.parentRunId"
 # On a net run whose network was logged as an MLflow model: that model's URI (models:/<id>).
 MODEL_TAG = "adprune.model_uri"
+# On a net run some of whose epochs another trial trained (and this one loaded): that trial.
+TRAINED_BY_TAG = "adprune.trained_by"
 
 # The MLflow UI opens an experiment with this kind on its runs ("Model training"), not on the
 # GenAI overview of traces and token usage.
