@@ -204,6 +204,7 @@ SLOW_MODULES = {
     "test_mlflow",
     "test_per_round",
     "test_python_api",
+    "test_sharing_sweeps",
     "test_stop_resume",
     "test_ui",
 }

@@ -2,7 +2,9 @@
 epochs with results identical to training alone."""
 
 import dataclasses
+import os
 import threading
+import time
 
 import pytest
 import torch
@@ -162,6 +164,24 @@ def test_a_dead_holders_claim_is_taken_over(tmp_path):
     claim.parent.mkdir(parents=True)
     claim.write_text(f'{{"host": "{store.host}", "pid": 999999999}}')
     assert store.obtain("cd" * 10, 1, torch.device("cpu")) is None  # taken over: ours
+
+
+def test_a_claim_this_process_left_behind_is_taken_over(tmp_path):
+    # A trial ended mid-epoch in a worker Tune reuses: the pid is alive, the claim is not held.
+    store = EpochStore(ShareSettings(tmp_path))
+    claim = tmp_path / "cd" / ("cd" * 10) / "0001.claim"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(f'{{"host": "{store.host}", "pid": {os.getpid()}}}')
+    assert store.obtain("cd" * 10, 1, torch.device("cpu")) is None
+
+
+def test_a_live_holders_claim_is_waited_for(tmp_path):
+    store = EpochStore(ShareSettings(tmp_path, poll_s=0.01))
+    assert store.obtain("bb" * 10, 1, torch.device("cpu")) is None  # held here
+    other = EpochStore(ShareSettings(tmp_path, poll_s=0.01, claim_timeout_s=0.5))
+    started = time.monotonic()
+    assert other.obtain("bb" * 10, 1, torch.device("cpu")) is None  # only after the timeout
+    assert time.monotonic() - started >= 0.5
 
 
 def test_the_store_keeps_to_its_size_by_evicting_the_least_recently_used(tmp_path):

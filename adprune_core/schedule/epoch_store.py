@@ -41,6 +41,11 @@ class ShareSettings:
     poll_s: float = 0.2
 
 
+# Claims this process holds: a claim naming this process that is not here was left by a trial
+# that Tune ended mid-epoch in a worker it then reused for another trial.
+_HELD: set[Path] = set()
+
+
 class EpochStore:
     """Trained epochs by (network key, epoch), with claims so each is trained once."""
 
@@ -95,6 +100,7 @@ class EpochStore:
             return self._claim(key, epoch)
         with os.fdopen(fd, "w") as claim:
             claim.write(holder)
+        _HELD.add(path)
         return True
 
     def _stale(self, path: Path) -> bool:
@@ -103,12 +109,17 @@ class EpochStore:
             age = time.time() - path.stat().st_mtime
         except (OSError, ValueError):
             return False  # being written, or just released
-        if holder.get("host") == self.host and not pid_alive(int(holder.get("pid", 0))):
-            return True
+        if holder.get("host") == self.host:
+            pid = int(holder.get("pid", 0))
+            left_here = pid == os.getpid() and path not in _HELD
+            if left_here or not pid_alive(pid):
+                return True
         return age > self.settings.claim_timeout_s
 
     def release(self, key: str, epoch: int) -> None:
-        self._path(key, epoch, CLAIM_SUFFIX).unlink(missing_ok=True)
+        path = self._path(key, epoch, CLAIM_SUFFIX)
+        _HELD.discard(path)
+        path.unlink(missing_ok=True)
 
     def save(self, key: str, epoch: int, entry: Mapping[str, Any]) -> None:
         """Store a trained epoch (whole, or not at all) and release its claim."""
