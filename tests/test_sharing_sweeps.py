@@ -2,10 +2,12 @@
 grid launched with sharing on and with --no-share records identical results, sharing happens
 only where training is the same, and the counts of net0-epochs match the net runs."""
 
+import json
 import re
+import subprocess
 
 import pytest
-from conftest import launch_cli
+from conftest import CLI, launch_cli
 from mlflow_store import all_runs, client_for
 
 SPEC = """
@@ -152,3 +154,37 @@ def test_net0_epochs_trained_add_up_over_the_net_runs(sweeps, mode):
         assert trained == pytest.approx(total)
     else:
         assert trained < 0.6 * total  # four trials per lr share one net0
+
+
+def test_compare_shows_each_trials_shared_epochs(sweeps):
+    folder, _ = sweeps["shared"]
+    done = subprocess.run(
+        [*CLI, "compare", "--format", "json", "--experiment", "sharing"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = {row["trial"]: row["shared_epochs"] for row in json.loads(done.stdout)}
+    _, kinds = runs_by_kind(folder)
+    trial_of = {r.info.run_id: r.data.tags["trial_id"] for r in kinds["trial"]}
+    summed = dict.fromkeys(trial_of.values(), 0)
+    for net in kinds["net"]:
+        summed[trial_of[net.data.tags["mlflow.parentRunId"]]] += int(
+            net.data.metrics["shared_epochs"]
+        )
+    assert shown == summed and sum(summed.values()) > 0
+
+
+def test_a_later_sweep_given_the_same_store_trains_nothing_again(sweeps, tmp_path):
+    first, _ = sweeps["shared"]
+    store = first / "runs" / "shared" / "shared-epochs"
+    assert any(store.rglob("*.pt"))
+    done = launch_cli(tmp_path, SPEC.format(name="again"), "--set", f"share.root={store}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, kinds = runs_by_kind(tmp_path)
+    assert all(n.data.metrics["shared_epochs"] == n.data.metrics["epochs"] for n in kinds["net"])
+    (sweep,) = kinds["sweep"]
+    assert sweep.data.metrics["net0_epochs_trained"] == 0.0
+    assert recorded_results(tmp_path) == recorded_results(sweeps["alone"][0])

@@ -28,6 +28,7 @@ FIXED_SORT_KEYS = (
     "param_reduction",
     "training_complexity",
     "latency_ms_b1",
+    "shared_epochs",
 )
 
 
@@ -77,6 +78,7 @@ def trial_record(row: TrialRow, keys: Sequence[str]) -> dict[str, Any]:
         param_reduction=row.param_reduction,
         training_complexity=row.training_complexity,
         latency_ms_b1=row.latency_ms_b1,
+        shared_epochs=row.shared_epochs,
         delta_reason=row.delta_reason,
         run_id=row.run_id,
     )
@@ -100,6 +102,7 @@ def table_text(rows: Sequence[TrialRow], keys: Sequence[str]) -> str:
         "train. complexity",
         "latency b1",
         "stop",
+        "shared ep.",
     ]
     body = [
         [
@@ -119,6 +122,7 @@ def table_text(rows: Sequence[TrialRow], keys: Sequence[str]) -> str:
             fmt_number(row.training_complexity, "{:.1f}"),
             fmt_number(row.latency_ms_b1, "{:.2f} ms"),
             row.delta_reason or NO_VALUE,
+            fmt_number(row.shared_epochs, "{}"),
         ]
         for row in rows
     ]

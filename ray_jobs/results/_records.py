@@ -92,6 +92,8 @@ class TrialRow:
     delta_reason: str
     run_id: str
     latency_ms_b1: float | None = None
+    # Epochs loaded from another trial's training (train each shared network once).
+    shared_epochs: int | None = None
 
 
 def all_runs(client: Any, experiment_ids: Sequence[str], filter_string: str) -> list[Any]:
@@ -170,6 +172,7 @@ def trial_row(run: Any, experiment: str) -> TrialRow:
         delta_reason=tags.get("delta_reason", tags.get("error", "")),
         run_id=run.info.run_id,
         latency_ms_b1=metrics.get("latency_ms_b1"),
+        shared_epochs=None if "shared_epochs" not in metrics else int(metrics["shared_epochs"]),
     )
 
 
