@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,6 +41,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from servers import ADMIN, PostgresCluster, TrackingServer  # noqa: E402
 
 from adprune_core.schedule.report import EpochReport, NetClosing  # noqa: E402
+from adprune_core.schedule.summary import ScheduleSummary  # noqa: E402
 
 BASELINE = "ad6d3ae"  # the writer before batching, lanes and dead letters
 WIDTHS = [32, 32, 64, 64]  # the quickstart's cnn
@@ -76,6 +77,14 @@ class Outcome:
         return 1000 * self.cpu_s / max(self.epochs, 1)
 
 
+# Where the baseline's imports of adprune_core live since the core became rooms.
+MOVED_MODULES = {
+    "adprune_core.network_file": "adprune_core.nets",
+    "adprune_core.spec ": "adprune_core.config ",
+    "adprune_core.errors": "adprune_core.config",
+}
+
+
 def load_baseline(revision: str, into: Path) -> Any:
     """``ray_jobs.tracking`` at ``revision``, importable as ``legacy_tracking``."""
     package = into / "legacy_tracking"
@@ -92,6 +101,8 @@ def load_baseline(revision: str, into: Path) -> Any:
             ["git", "show", f"{revision}:{name}"], cwd=REPO, capture_output=True, text=True
         ).stdout
         text = text.replace("ray_jobs.tracking", "legacy_tracking")
+        for old, new in MOVED_MODULES.items():
+            text = text.replace(old, new)
         (package / Path(name).name).write_text(text)
     sys.path.insert(0, str(into))
     return importlib.import_module("legacy_tracking")
@@ -136,12 +147,21 @@ def report(net: int, epoch: int, last: bool) -> dict[str, Any]:
 
 def trial(index: int) -> SimpleNamespace:
     spec = {"train": {"lr": 0.05, "seed": index}, "record": {"models": "none"}}
+    summary = ScheduleSummary(
+        chosen_round=0,
+        widths=WIDTHS,
+        accuracy=0.9,
+        param_reduction=2.0,
+        mac_reduction=2.0,
+        training_complexity=3.0,
+        baseline_complexity=5.0,
+        stop_reason="increasing",
+        rounds=3,
+    )
     done = {
+        **report(0, 3, last=True),
         "schedule_done": True,
-        "final_accuracy": 0.9,
-        "final_mac_reduction": 2.0,
-        "final_chosen_round": 0,
-        "final_widths": WIDTHS,
+        **{f"final_{k}": v for k, v in asdict(summary).items()},
     }
     return SimpleNamespace(
         trial_id=f"t{index:05d}",
