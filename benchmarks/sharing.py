@@ -40,9 +40,10 @@ CLOSING = re.compile(r"trained ([\d.]+) of ([\d.]+) net0-epochs")
 TRIAL_ROW = re.compile(r"^[0-9a-f]{5}_\d{5}\s+(.*)$")
 
 
-def launch(folder: Path, extra: list[str]) -> tuple[float, float, float, list[str]]:
-    """Wall seconds, net0-epochs trained and without sharing, and the trial table's rows
-    (trial id and shared-epoch column left out) of one ``launch``."""
+def launch(folder: Path, extra: list[str]) -> tuple[float, float, float, list[str], int]:
+    """Wall seconds, net0-epochs trained and without sharing, the trial table's rows (trial
+    id and shared-epoch column left out), and the epoch store's size at the end, of one
+    ``launch``."""
     command = [
         *CLI,
         "launch",
@@ -67,7 +68,8 @@ def launch(folder: Path, extra: list[str]) -> tuple[float, float, float, list[st
         if row:
             cells = re.split(r"\s{2,}", row.group(1).strip())
             rows.append("  ".join(cells[:9]))  # up to the stop reason
-    return seconds, float(match.group(1)), float(match.group(2)), sorted(rows)
+    store = sum(p.stat().st_size for p in (folder / "runs").rglob("shared-epochs/**/*.pt"))
+    return seconds, float(match.group(1)), float(match.group(2)), sorted(rows), store
 
 
 def both_ways(label: str, extra: list[str]) -> dict[str, float]:
@@ -88,6 +90,7 @@ def both_ways(label: str, extra: list[str]) -> dict[str, float]:
         f"= {shared[0] / alone[0]:.2f}x"
     )
     print(f"  every trial's row the same both ways: {same}")
+    print(f"  epoch store at the end: {shared[4] / 2**20:.1f} MiB (share.max_gib bounds it)")
     return {"trained": shared[1], "alone": alone[1], "seconds": shared[0]}
 
 

@@ -203,10 +203,11 @@ class EpochSharing:
         checkpoint knows: without it (sharing was off, or an older checkpoint) it trains
         alone."""
         saved = saved or {}
-        if self.store is not None and saved.get("key") is not None:
-            self.key = saved["key"]
-        elif inherited:
-            self.key = None
+        if inherited:
+            # Only the checkpoint knows the parent's part. Any other network keeps the key
+            # computed on resume, which takes this worker's thread count (a trial restarts
+            # between rounds on its next network's share).
+            self.key = saved.get("key") if self.store is not None else None
         self.network_shared = int(saved.get("network_shared", 0))
         self.trained_by = str(saved.get("trained_by", ""))
         self.tally = SharingTally(**saved.get("tally", {}))
