@@ -45,9 +45,9 @@ class LiveNetwork:
         train = spec.train
         seed = round_seed(train.seed, phase, round_index)
         torch.manual_seed(seed)  # weights of net[i] depend only on the seed and i
-        self.model: PrunableNet = build_model(spec.model.arch, self.widths, **shape.as_kwargs()).to(
-            device, memory_format=memory_format(train.channels_last)
-        )
+        self.model: PrunableNet = build_model(
+            spec.model.arch, self.widths, **shape.as_kwargs(), kwargs=spec.model.kwargs
+        ).to(device, memory_format=memory_format(train.channels_last))
         self.generator = torch.Generator().manual_seed(seed)
         if parent is not None:
             inherit_filters(parent, self.model, self.generator)
@@ -102,7 +102,12 @@ class LiveNetwork:
     def hook_free_copy(self) -> torch.nn.Module:
         """The trained network without the density monitor's hooks (and uncompiled)."""
         with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the seed
-            copy = build_model(self.spec.model.arch, self.widths, **self.shape.as_kwargs())
+            copy = build_model(
+                self.spec.model.arch,
+                self.widths,
+                **self.shape.as_kwargs(),
+                kwargs=self.spec.model.kwargs,
+            )
         copy.to(self.device, memory_format=memory_format(self.spec.train.channels_last))
         copy.load_state_dict(self.model.state_dict())
         return copy
