@@ -1,7 +1,9 @@
 """Graph-pruned models built as ``builder(num_classes=K, **model.kwargs)``: ``model.kwargs``
 reaching torchvision's builders, checked before anything trains, and carried by network files."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -120,3 +122,101 @@ def test_an_unknown_kwarg_is_one_line_and_exit_2_before_training(tmp_path):
 def test_kwargs_on_a_builtin_arch_are_one_line_and_exit_2(tmp_path):
     line = one_line(run_cli(tmp_path, "cnn2", "{nope: 1}"))
     assert "model.kwargs: cnn2 is a built-in arch and takes no model.kwargs" in line
+
+
+# ------------------------------------------------------------------ a plain nn.Module factory
+
+USER_NETS = '''
+from torch import nn
+
+from adprune_core.nets import LayerReLU
+
+
+def build(num_classes, width=8):
+    """A user's own builder: the torchvision calling convention, no LayerReLU."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+    )
+
+
+def with_layer_relu(num_classes):
+    return nn.Sequential(nn.Conv2d(3, 4, 3), LayerReLU(), nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+def layer_relu_protocol(widths, num_classes, in_channels, input_size):
+    raise AssertionError("never built: its kwargs are refused first")
+
+
+layer_relu_protocol.default_widths = [4]
+
+
+def old_style_no_widths(widths, num_classes, in_channels, input_size):
+    raise AssertionError("called the torchvision way, it fails on its missing arguments")
+'''
+
+
+@pytest.fixture
+def user_nets(tmp_path, monkeypatch):
+    """A module of factories, under a name of its own per test (the arch caches key on it)."""
+    name = f"user_nets_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{name}.py").write_text(USER_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_a_plain_factory_is_pruned_through_its_graph_with_kwargs(user_nets):
+    arch = f"{user_nets}:build"
+    assert list(arch_info(arch).default_widths) == [8, 16]
+    assert list(arch_info(arch, {"width": 6}).default_widths) == [6, 12]
+    net = build_model(arch, [5, 7], num_classes=CLASSES, kwargs={"width": 6})
+    assert [net.net[0].out_channels, net.net[3].out_channels] == [5, 7]
+    assert net.net[8].in_features == 7
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, CLASSES)
+
+
+def test_a_torchvision_builder_by_import_path_is_the_same_as_by_name():
+    by_path = arch_info("torchvision.models:resnet18")
+    by_name = arch_info("torchvision:resnet18")
+    assert by_path.default_widths == by_name.default_widths
+    widths = [max(1, w // 4) for w in by_name.default_widths]
+    torch.manual_seed(1)
+    a = build_model("torchvision.models:resnet18", widths, num_classes=CLASSES)
+    torch.manual_seed(1)
+    b = build_model("torchvision:resnet18", widths, num_classes=CLASSES)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_a_factory_with_layer_relus_but_no_default_widths_is_an_arch_error(user_nets):
+    with pytest.raises(ArchError, match="has LayerReLU modules but the factory has no default"):
+        arch_info(f"{user_nets}:with_layer_relu")
+
+
+def test_a_layer_relu_protocol_factory_takes_no_kwargs(user_nets):
+    from adprune_core.config import PluginError
+
+    with pytest.raises(PluginError, match=r"model.kwargs: .*has default_widths.* takes none"):
+        arch_info(f"{user_nets}:layer_relu_protocol", {"width": 3})
+    assert arch_info(f"{user_nets}:layer_relu_protocol").default_widths == (4,)
+
+
+def test_a_factory_with_no_default_widths_says_which_protocol_it_was_given(user_nets):
+    with pytest.raises(ArchError, match=r"model.arch: .*has no default widths, so it was called"):
+        arch_info(f"{user_nets}:old_style_no_widths")
+
+
+def test_an_unknown_kwarg_of_a_users_factory_is_one_line_and_exit_2(tmp_path, user_nets):
+    line = one_line(run_cli(tmp_path, f"{user_nets}:build", "{depth: 3}"))
+    assert line == f"error: model.kwargs: {user_nets}:build takes no keyword argument 'depth'"
+
+
+@pytest.mark.slow  # a real two-round run: about 15 s on 2 CPUs
+def test_a_run_of_a_users_factory_with_kwargs_prunes(tmp_path, user_nets):
+    proc = run_cli(tmp_path, f"{user_nets}:build", "{width: 6}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = dict(re.findall(r"^(net\d)\*?\s+(\[[\d, ]+\])", proc.stdout, re.MULTILINE))
+    assert json.loads(rows["net0"]) == [6, 12]
+    net1 = json.loads(rows["net1"])
+    assert all(b <= a for a, b in zip([6, 12], net1)) and sum(net1) < 18
