@@ -233,6 +233,11 @@ class PruneSpec:
     measure: Literal["train", "eval"] = Field(
         default="train", description="count densities on training or eval passes"
     )
+    group_density: Literal["max", "mean"] = Field(
+        default="max",
+        description="a channel group with several activation sites (a residual stage) takes "
+        "the max or the mean of their densities; max keeps what the densest site needs",
+    )
 
 
 @dataclass(config=STRICT)

@@ -13,9 +13,10 @@ convs that wrote it; the call is a site of group g when every conv reached write
 channels and the input has exactly g's channels. The count is ``> 0`` of the activation's own
 output, which is the real post-ReLU density (a residual block's ReLU follows the add).
 
-Group merge rule: a group with several sites (the block outputs of a residual stage, the
-expand and depthwise ReLUs of an inverted residual) takes the *max* of its sites' densities: a
-channel the densest use needs must survive, and a mean would let a sparse late site shrink it.
+Group merge rule (``prune.group_density``, applied by the density monitor): a group with
+several sites (the block outputs of a residual stage, the expand and depthwise ReLUs of an
+inverted residual) takes by default the *max* of its sites' densities: a channel the densest
+use needs must survive, and a mean would let a sparse late site shrink it.
 
 Widths are one per prunable group, in forward order; net0's are the model's own. A network at
 other widths is a freshly built model (the caller's seed) pruned by explicit indices to keep

@@ -55,7 +55,10 @@ class LiveNetwork:
         self.lr_schedule = make_lr_schedule(self.optimizer, train, horizon)
         measure_eval = spec.prune.measure == "eval"
         self.monitor = DensityMonitor(
-            self.model, count_train=not measure_eval, count_eval=measure_eval
+            self.model,
+            count_train=not measure_eval,
+            count_eval=measure_eval,
+            group_density=spec.prune.group_density,
         )
         # Attached for the network's whole life, before its first forward: a compiled graph
         # traces the hooks in, and adding or removing hooks later would force a recompile.
