@@ -286,3 +286,40 @@ def test_group_density_is_a_spec_key_defaulting_to_max():
     assert spec_from_dict({"prune": {"group_density": "mean"}}).prune.group_density == "mean"
     with pytest.raises(SpecError, match=r"prune\.group_density"):
         spec_from_dict({"prune": {"group_density": "median"}})
+
+
+# ------------------------------------------------------------------ cost --groups
+
+
+def cost_cli(*args):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run(
+        [*CLI, "cost", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.slow  # two CLI processes that load torchvision: about 20 s on 2 CPUs
+def test_cost_groups_lists_resnet18s_groups_in_forward_order():
+    from test_torchvision_nets import _resnet18_groups
+
+    proc = cost_cli("--arch", "torchvision:resnet18", "--groups", "--json")
+    assert proc.returncode == 0, proc.stderr
+    groups = json.loads(proc.stdout)["groups"]
+    hand = _resnet18_groups()  # written from torchvision's BasicBlock, in forward order
+    assert [g["layers"] for g in groups] == [convs for _, convs in hand]
+    assert [g["sites"] for g in groups] == [[f"{m}#{c}" for m, c in sites] for sites, _ in hand]
+    model = torchvision.models.resnet18(num_classes=10)
+    modules = dict(model.named_modules())
+    assert [g["width"] for g in groups] == [modules[c].out_channels for _, (c, *_) in hand]
+    text = cost_cli("--arch", "torchvision:resnet18", "--groups")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "torchvision:resnet18: 12 prunable groups, in forward order"
+    assert lines[2].split() == ["0", "64", "conv1,", "layer1.0.conv2,", "layer1.1.conv2"]
+
+
+def test_cost_groups_of_a_builtin_arch_is_one_line_and_exit_2():
+    proc = cost_cli("--arch", "cnn2", "--groups")
+    assert proc.returncode == 2
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and "cnn2: --groups lists the groups of a torchvision:NAME" in lines[0]

@@ -59,6 +59,8 @@ class Structure:
     roots: tuple[str, ...]
     default_widths: tuple[int, ...]
     sites: tuple[Site, ...]
+    # Per prunable group, the convs whose output channels it holds, in forward order.
+    layers: tuple[tuple[str, ...], ...] = ()
 
 
 def torchvision_arch_info(arch: str, kwargs: str = "{}") -> ArchInfo:
@@ -138,7 +140,16 @@ def structure(source: Source, shape: DataShape) -> Structure:
         roots=tuple(groups[g][0] for g in prunable),
         default_widths=tuple(groups[g][1][groups[g][0]] for g in prunable),
         sites=tuple(Site(c.module, c.call, index[g]) for c, g in raw_sites),
+        layers=tuple(tuple(sorted(groups[g][1], key=conv_order.index)) for g in prunable),
     )
+
+
+def graph_structure(arch: str, kwargs: str = "{}") -> Structure:
+    """The groups of ``torchvision:NAME`` or a plain ``nn.Module`` factory at net0, as
+    ``adprune-sweep cost --groups`` lists them (at CIFAR shape, like the default widths)."""
+    if arch.startswith("torchvision:"):
+        known_name(arch)
+    return structure(Source(arch, kwargs), DataShape(10, 32, 3))
 
 
 def prune_to_widths(
