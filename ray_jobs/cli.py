@@ -143,9 +143,12 @@ def cost(
     as_json: bool,
 ) -> None:
     """Parameters, MACs, energy and reductions of a width list against the arch's net0."""
-    from adprune_core.nets import describe_cost, describe_groups
+    from adprune_core.nets import describe_cost
 
     if groups:
+        # Imported here: the listing loads torch, and cost of a built-in arch never does.
+        from adprune_core.nets import describe_groups
+
         if widths:
             raise click.UsageError("--groups lists net0's groups; give it without --widths")
         click.echo(describe_groups(arch, as_json=as_json))
