@@ -39,17 +39,17 @@ class Source:
         kwargs = json.loads(self.kwargs)
         if "num_classes" in kwargs:
             raise ArchError(f"model.kwargs: {self.arch}: num_classes is set by the data")
+        builder = _builder(self.arch)
         try:
-            model = _builder(self.arch)(num_classes=shape.num_classes, **kwargs)
+            model = builder(num_classes=shape.num_classes, **kwargs)
         except TypeError as err:
             unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-            if unknown is None:
+            # Only a key the user gave is theirs to fix; any other TypeError is the builder's.
+            if unknown is None or unknown.group(1) not in kwargs:
                 raise ArchError(self._call_failed(err)) from None
             raise ArchError(
                 f"model.kwargs: {self.arch} takes no keyword argument {unknown.group(1)!r}"
             ) from None
-        except ArchError:
-            raise
         except Exception as err:  # a bad kwarg value, or a user factory's own bug
             raise ArchError(self._call_failed(err)) from None
         return _checked_module(self.arch, model)

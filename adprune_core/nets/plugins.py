@@ -9,6 +9,10 @@ with its net0 widths as a ``default_widths`` attribute of the factory, or of its
 prunable layers are the module's :class:`~adprune_core.nets.LayerReLU` modules, in the order
 the forward pass runs them. Every network a factory builds is checked in one dry forward pass
 before it trains; each failure is one :class:`PluginError` line naming the factory.
+
+A factory with no ``default_widths`` (on itself or its module) is the other protocol: a plain
+``nn.Module`` builder called as ``factory(num_classes=K, **model.kwargs)`` and pruned through
+its dependency graph, like ``torchvision:NAME`` (:mod:`adprune_core.nets.torchvision_nets`).
 """
 
 from __future__ import annotations
