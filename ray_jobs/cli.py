@@ -109,10 +109,16 @@ def check_arch_option(arch: str) -> str:
     "--arch",
     required=True,
     callback=lambda _ctx, _param, value: check_arch_option(value),
-    help="Built-in arch (vgg11/13/16/19, resnet18/34, cnn2, cnn, cnn6) or factory "
-    "'module.path:function'.",
+    help="Built-in arch (vgg11/13/16/19, resnet18/34, cnn2, cnn, cnn6), torchvision:NAME or "
+    "factory 'module.path:function'.",
 )
 @click.option("--widths", help="Comma-separated widths, one per prunable conv (default: net0).")
+@click.option(
+    "--groups",
+    is_flag=True,
+    help="List a torchvision:NAME or nn.Module builder's prunable groups in forward order, "
+    "with their layers and default widths, instead of the cost.",
+)
 @click.option("--dataset", type=click.Choice(DATASETS), help="Take classes and input size from it.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Classes (default 10).")
 @click.option("--input-size", type=click.IntRange(min=1), help="Input height = width (default 32).")
@@ -128,6 +134,7 @@ def check_arch_option(arch: str) -> str:
 def cost(
     arch: str,
     widths: str | None,
+    groups: bool,
     dataset: str | None,
     num_classes: int | None,
     input_size: int | None,
@@ -138,6 +145,14 @@ def cost(
     """Parameters, MACs, energy and reductions of a width list against the arch's net0."""
     from adprune_core.nets import describe_cost
 
+    if groups:
+        # Imported here: the listing loads torch, and cost of a built-in arch never does.
+        from adprune_core.nets import describe_groups
+
+        if widths:
+            raise click.UsageError("--groups lists net0's groups; give it without --widths")
+        click.echo(describe_groups(arch, as_json=as_json))
+        return
     if dataset and (num_classes or input_size or in_channels):
         raise click.UsageError(
             "give --dataset or --num-classes/--input-size/--in-channels, not both"

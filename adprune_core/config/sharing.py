@@ -49,6 +49,8 @@ KEY_CLASSES: dict[str, KeyClass] = {
     "prune.init": TRAINING,
     # What the density monitor counts is part of what an epoch measures.
     "prune.measure": TRAINING,
+    # How a group's sites merge is part of the reading an epoch stores, as prune.measure is.
+    "prune.group_density": TRAINING,
     # Only the final phase's horizon; its network trains only in that phase.
     "final.epochs": TRAINING,
     "record": NEITHER,

@@ -67,6 +67,11 @@ class ModelSpec:
     widths: list[StrictInt] | None = Field(
         default=None, description="net0 widths, one per prunable conv (default: the arch's)"
     )
+    kwargs: dict[StrictStr, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of a torchvision:NAME or nn.Module builder, "
+        "called as builder(num_classes=K, **kwargs)",
+    )
 
     @model_validator(mode="after")
     def _widths_fit_builtin_arch(self) -> ModelSpec:
@@ -76,6 +81,16 @@ class ModelSpec:
                 validate_widths(self.arch, builtin_default_widths(self.arch), self.widths)
             except ArchError as err:
                 raise ValueError(f"widths: {err}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _kwargs_fit_the_builder(self) -> ModelSpec:
+        # Only a builder takes kwargs; whether it knows each key is checked by preflight,
+        # which calls it (torchvision's builders pass **kwargs on, so no signature says).
+        if self.kwargs and builtin_family(self.arch) is not None:
+            raise ValueError(f"kwargs: {self.arch} is a built-in arch and takes no model.kwargs")
+        if "num_classes" in self.kwargs:
+            raise ValueError(f"kwargs: num_classes of {self.arch} is set by the data")
         return self
 
 
@@ -217,6 +232,11 @@ class PruneSpec:
     )
     measure: Literal["train", "eval"] = Field(
         default="train", description="count densities on training or eval passes"
+    )
+    group_density: Literal["max", "mean"] = Field(
+        default="max",
+        description="a channel group with several activation sites (a residual stage) takes "
+        "the max or the mean of their densities; max keeps what the densest site needs",
     )
 
 

@@ -12,6 +12,7 @@ Python int a traced function reads, so a host-side running total would recompile
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -62,11 +63,18 @@ class DensityMonitor:
     """
 
     def __init__(
-        self, model: PrunableNet, count_train: bool = True, count_eval: bool = False
+        self,
+        model: PrunableNet,
+        count_train: bool = True,
+        count_eval: bool = False,
+        group_density: str = "max",
     ) -> None:
         self.model = model
         self.count_train = count_train
         self.count_eval = count_eval
+        if group_density not in GROUP_RULES:
+            raise ValueError(f"group_density must be one of {sorted(GROUP_RULES)}")
+        self.group_density = group_density
         # A site is one counted activation; several sites may count for one layer (group).
         self.site_groups = model.density_site_groups()
         if sorted(set(self.site_groups)) != list(range(len(model.widths))):
@@ -150,22 +158,51 @@ class DensityMonitor:
             site_channels.append([c / per_channel for c in chunk])
             site_layers.append(sum(chunk) / (per_channel * width))
             offset += width
-        # Merge rule for a layer with several sites: the densest site speaks for the layer
-        # (a channel the densest use needs must survive pruning).
-        best = [
-            max(
-                (s for s, g in enumerate(self.site_groups) if g == layer),
-                key=site_layers.__getitem__,
+        merge = GROUP_RULES[self.group_density]
+        merged = [
+            merge(
+                [
+                    _Site(site_layers[s], site_channels[s], elements[s] * len(site_channels[s]))
+                    for s, g in enumerate(self.site_groups)
+                    if g == layer
+                ]
             )
             for layer in range(len(self.model.widths))
         ]
-        layers = [site_layers[s] for s in best]
-        channels = [site_channels[s] for s in best]
-        elements = [elements[s] for s in best]
-        reading = DensityReading(layers, channels, [n * len(c) for n, c in zip(elements, channels)])
+        reading = DensityReading(
+            [m.layer for m in merged], [m.channels for m in merged], [m.elements for m in merged]
+        )
         if reset:
             self.reset()
         return reading
+
+
+@dataclass(frozen=True)
+class _Site:
+    """One density site's epoch: its layer density, per-channel densities, elements seen."""
+
+    layer: float
+    channels: list[float]
+    elements: int
+
+
+def _densest(sites: list[_Site]) -> _Site:
+    # ``prune.group_density: max`` (the default): the densest site speaks for the group, since
+    # a channel the densest use needs must survive pruning.
+    return max(sites, key=lambda site: site.layer)
+
+
+def _mean(sites: list[_Site]) -> _Site:
+    # ``prune.group_density: mean``: every site counts alike, whatever its feature-map size.
+    n = len(sites)
+    channels = [sum(values) / n for values in zip(*(site.channels for site in sites))]
+    return _Site(
+        sum(site.layer for site in sites) / n, channels, sum(site.elements for site in sites)
+    )
+
+
+# How the sites of one group (a torchvision residual stage) merge into the group's density.
+GROUP_RULES: dict[str, Callable[[list[_Site]], _Site]] = {"max": _densest, "mean": _mean}
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -9,8 +9,9 @@ without such a description (a plugin's factory) is counted on a dry forward pass
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from adprune_core.config.archs import (
     POOL,
@@ -140,14 +141,18 @@ def net_cost(
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> NetCost:
-    if builtin_family(arch) not in ANALYTIC_FAMILIES:
-        # Loads torch: a plugin's network is counted on a dry forward pass.
+    if builtin_family(arch) not in ANALYTIC_FAMILIES or kwargs:
+        # Loads torch: a plugin's network is counted on a dry forward pass (and a built-in
+        # arch given model.kwargs raises its one-line error there).
         from adprune_core.nets.flop_cost import counted_cost
         from adprune_core.nets.models import check_widths
+        from adprune_core.nets.prunable import kwargs_key
 
+        checked = tuple(check_widths(arch, widths, kwargs))
         params, macs = counted_cost(
-            arch, tuple(check_widths(arch, widths)), num_classes, input_size, in_channels
+            arch, checked, num_classes, input_size, in_channels, kwargs_key(kwargs)
         )
         return NetCost(params=params, macs=macs, shortcut_params=0, shortcut_macs=0)
     layers = layer_costs(
@@ -171,22 +176,16 @@ def cost_report(
     in_channels: int = 3,
     baseline_widths: Sequence[int] | None = None,
     include_shortcuts: bool = True,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> CostReport:
     """Cost and reductions against ``baseline_widths`` (default: the arch's net0).
 
     ``include_shortcuts=False`` drops projection shortcuts from both sides: that is the only
     way the paper's ResNet reductions come out, since its pruned blocks need projections.
     """
-    cost = net_cost(
-        arch, widths, num_classes=num_classes, input_size=input_size, in_channels=in_channels
-    )
-    base = net_cost(
-        arch,
-        baseline_widths,
-        num_classes=num_classes,
-        input_size=input_size,
-        in_channels=in_channels,
-    )
+    shape = {"num_classes": num_classes, "input_size": input_size, "in_channels": in_channels}
+    cost = net_cost(arch, widths, **shape, kwargs=kwargs)
+    base = net_cost(arch, baseline_widths, **shape, kwargs=kwargs)
     if not include_shortcuts:
         cost, base = cost.without_shortcuts(), base.without_shortcuts()
     return CostReport(

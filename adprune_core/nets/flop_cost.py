@@ -8,6 +8,7 @@ model), and parameters are ``sum(p.numel() for p in model.parameters())``.
 from __future__ import annotations
 
 import functools
+import json
 
 import torch
 from torch import nn
@@ -31,11 +32,22 @@ def counted_params_and_macs(model: nn.Module, input_size: int, in_channels: int)
 
 @functools.lru_cache(maxsize=256)
 def counted_cost(
-    arch: str, widths: tuple[int, ...], num_classes: int, input_size: int, in_channels: int
+    arch: str,
+    widths: tuple[int, ...],
+    num_classes: int,
+    input_size: int,
+    in_channels: int,
+    kwargs: str = "{}",
 ) -> tuple[int, int]:
     """(params, MACs) of ``arch`` at ``widths``; cached, since every epoch's report asks for
-    the same few width lists and building a network to count it is not free."""
+    the same few width lists and building a network to count it is not free. ``kwargs`` is
+    ``model.kwargs`` as canonical JSON (hashable)."""
     model = build_model(
-        arch, list(widths), num_classes=num_classes, input_size=input_size, in_channels=in_channels
+        arch,
+        list(widths),
+        num_classes=num_classes,
+        input_size=input_size,
+        in_channels=in_channels,
+        kwargs=json.loads(kwargs),
     )
     return counted_params_and_macs(model, input_size, in_channels)

@@ -12,7 +12,8 @@ filter inheritance must see all of them to slice any of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from adprune_core.config.archs import (
 )
 from adprune_core.config.plugin_loading import entry_point_names
 from adprune_core.nets.plugins import plugin_arch_info
-from adprune_core.nets.prunable import ArchInfo, LayerReLU, PrunableNet
+from adprune_core.nets.prunable import ArchInfo, LayerReLU, PrunableNet, kwargs_key
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
@@ -188,17 +189,20 @@ def _register_builtin() -> None:
         )
 
 
-def arch_info(arch: str) -> ArchInfo:
+def arch_info(arch: str, kwargs: Mapping[str, Any] | None = None) -> ArchInfo:
     """A built-in arch, ``torchvision:NAME``, else a factory named by an import path or an
-    entry point."""
+    entry point. ``kwargs`` (``model.kwargs``) go to a torchvision or ``nn.Module`` builder;
+    the built-in archs and the LayerReLU protocol take none."""
     if arch in ARCHS:
+        if kwargs:
+            raise ArchError(f"{arch} is a built-in arch and takes no model.kwargs")
         return ARCHS[arch]
     if arch.startswith("torchvision:"):
         # Imported here: torch_pruning and torchvision load only for a torchvision arch.
         from adprune_core.nets.torchvision_nets import torchvision_arch_info
 
-        return torchvision_arch_info(arch)
-    info = plugin_arch_info(arch)
+        return torchvision_arch_info(arch, kwargs_key(kwargs))
+    info = plugin_arch_info(arch, kwargs_key(kwargs))
     if info is None:
         known = ", ".join([*sorted(ARCHS), *entry_point_names(MODEL_GROUP)])
         raise ArchError(
@@ -207,18 +211,20 @@ def arch_info(arch: str) -> ArchInfo:
     return info
 
 
-def check_arch(arch: str) -> None:
+def check_arch(arch: str, kwargs: Mapping[str, Any] | None = None) -> None:
     """The spec's check of ``model.arch``: a one-line error unless ``arch`` can be built."""
-    arch_info(arch)
+    arch_info(arch, kwargs)
 
 
-def default_widths(arch: str) -> list[int]:
-    return list(arch_info(arch).default_widths)
+def default_widths(arch: str, kwargs: Mapping[str, Any] | None = None) -> list[int]:
+    return list(arch_info(arch, kwargs).default_widths)
 
 
-def check_widths(arch: str, widths: Sequence[int] | None) -> list[int]:
+def check_widths(
+    arch: str, widths: Sequence[int] | None, kwargs: Mapping[str, Any] | None = None
+) -> list[int]:
     """The widths to build, or a one-line :class:`ArchError` saying what is wrong with them."""
-    return validate_widths(arch, arch_info(arch).default_widths, widths)
+    return validate_widths(arch, arch_info(arch, kwargs).default_widths, widths)
 
 
 def build_model(
@@ -228,13 +234,14 @@ def build_model(
     num_classes: int = 10,
     input_size: int = 32,
     in_channels: int = 3,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> PrunableNet:
     """A freshly initialised network; ``widths=None`` gives the arch's net0. The data shape
     is keyword-only (``**shape.as_kwargs()`` of a :class:`DataShape`), so it cannot be
-    given in the wrong order."""
-    info = arch_info(arch)
+    given in the wrong order; ``kwargs`` is ``model.kwargs``."""
+    info = arch_info(arch, kwargs)
     shape = DataShape(num_classes, input_size, in_channels)
-    return info.builder(check_widths(arch, widths), shape)
+    return info.builder(check_widths(arch, widths, kwargs), shape)
 
 
 _register_builtin()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +33,8 @@ NETWORK_METRICS = (
 
 @dataclass
 class NetworkInfo:
-    """What rebuilds a network (arch, widths, input shape, classes) and what it scored."""
+    """What rebuilds a network (arch, widths, input shape, classes, model.kwargs) and what it
+    scored."""
 
     arch: str
     widths: list[int]
@@ -41,6 +43,8 @@ class NetworkInfo:
     phase: str = "search"
     round: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    # model.kwargs of a torchvision or nn.Module builder; files written before it had none.
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def net(self) -> str:
@@ -52,7 +56,12 @@ def build_network(info: NetworkInfo) -> nn.Module:
     """A freshly initialised network of ``info``'s arch and widths."""
     channels, size, _ = info.input_shape
     return build_model(
-        info.arch, info.widths, num_classes=info.num_classes, input_size=size, in_channels=channels
+        info.arch,
+        info.widths,
+        num_classes=info.num_classes,
+        input_size=size,
+        in_channels=channels,
+        kwargs=info.kwargs,
     )
 
 

@@ -9,11 +9,16 @@ with its net0 widths as a ``default_widths`` attribute of the factory, or of its
 prunable layers are the module's :class:`~adprune_core.nets.LayerReLU` modules, in the order
 the forward pass runs them. Every network a factory builds is checked in one dry forward pass
 before it trains; each failure is one :class:`PluginError` line naming the factory.
+
+A factory with no ``default_widths`` (on itself or its module) is the other protocol: a plain
+``nn.Module`` builder called as ``factory(num_classes=K, **model.kwargs)`` and pruned through
+its dependency graph, like ``torchvision:NAME`` (:mod:`adprune_core.nets.torchvision_nets`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,13 +40,25 @@ DRY_BATCH = 2  # BatchNorm in eval mode takes any batch; 2 keeps a squeeze() bug
 
 
 @functools.cache
-def plugin_arch_info(name: str) -> ArchInfo | None:
-    """The :class:`ArchInfo` of a factory named by ``name``, None if ``name`` names none."""
+def plugin_arch_info(name: str, kwargs: str = "{}") -> ArchInfo | None:
+    """The :class:`ArchInfo` of a factory named by ``name``, None if ``name`` names none.
+    A factory with ``default_widths`` follows the LayerReLU protocol; one without is a plain
+    ``nn.Module`` builder, pruned through its dependency graph like ``torchvision:NAME``.
+    ``kwargs`` is ``model.kwargs`` as canonical JSON."""
     factory = load_object(name, MODEL_GROUP, "model.arch")
     if factory is None:
         return None
     if not callable(factory):
         raise PluginError("model.arch", f"{name}: is a {type(factory).__name__}, not a factory")
+    if not has_default_widths(factory):
+        # Imported here: torch_pruning and torchvision load only for a graph-pruned model.
+        from adprune_core.nets.torchvision_nets import Source, graph_arch_info
+
+        return graph_arch_info(Source(name, kwargs))
+    if json.loads(kwargs):
+        raise PluginError(
+            "model.kwargs", f"{name}: a LayerReLU factory (it has default_widths) takes none"
+        )
     widths = factory_default_widths(name, factory)
     return ArchInfo(
         name,
@@ -49,6 +66,12 @@ def plugin_arch_info(name: str) -> ArchInfo | None:
         widths,
         lambda w, shape: build_plugin_net(name, factory, w, shape),
     )
+
+
+def has_default_widths(factory: Callable[..., Any]) -> bool:
+    """What tells the two protocols apart: ``default_widths`` on the factory or its module."""
+    module = sys.modules.get(getattr(factory, "__module__", ""))
+    return any(getattr(o, "default_widths", None) is not None for o in (factory, module))
 
 
 def factory_default_widths(name: str, factory: Callable[..., Any]) -> tuple[int, ...]:

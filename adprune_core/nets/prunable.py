@@ -7,8 +7,10 @@ Kept apart from :mod:`adprune_core.nets.models` so that plugin factories
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,12 @@ from adprune_core.config import DataShape
 
 Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
 Group = int | None  # a prunable layer index, or None for the input image / the class logits
+
+
+def kwargs_key(kwargs: Mapping[str, Any] | None) -> str:
+    """``model.kwargs`` as canonical JSON: a hashable cache key (its values may be lists)
+    that :func:`json.loads` turns back into the mapping."""
+    return json.dumps(dict(kwargs or {}), sort_keys=True)
 
 
 class LayerReLU(nn.ReLU):

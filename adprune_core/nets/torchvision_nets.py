@@ -13,9 +13,10 @@ convs that wrote it; the call is a site of group g when every conv reached write
 channels and the input has exactly g's channels. The count is ``> 0`` of the activation's own
 output, which is the real post-ReLU density (a residual block's ReLU follows the add).
 
-Group merge rule: a group with several sites (the block outputs of a residual stage, the
-expand and depthwise ReLUs of an inverted residual) takes the *max* of its sites' densities: a
-channel the densest use needs must survive, and a mean would let a sparse late site shrink it.
+Group merge rule (``prune.group_density``, applied by the density monitor): a group with
+several sites (the block outputs of a residual stage, the expand and depthwise ReLUs of an
+inverted residual) takes by default the *max* of its sites' densities: a channel the densest
+use needs must survive, and a mean would let a sparse late site shrink it.
 
 Widths are one per prunable group, in forward order; net0's are the model's own. A network at
 other widths is a freshly built model (the caller's seed) pruned by explicit indices to keep
@@ -31,14 +32,13 @@ from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
-import torchvision
 from torch import nn
 
 from adprune_core.config import ArchError, DataShape
 from adprune_core.nets.activation_sites import Call, activation_calls, convs_behind
+from adprune_core.nets.model_source import Source, known_name
 from adprune_core.nets.prunable import ArchInfo, PrunableNet
 
-TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_FAMILY = "torchvision"
 ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 
@@ -59,41 +59,26 @@ class Structure:
     roots: tuple[str, ...]
     default_widths: tuple[int, ...]
     sites: tuple[Site, ...]
+    # Per prunable group, the convs whose output channels it holds, in forward order.
+    layers: tuple[tuple[str, ...], ...] = ()
 
 
-def torchvision_arch_info(arch: str) -> ArchInfo:
+def torchvision_arch_info(arch: str, kwargs: str = "{}") -> ArchInfo:
     """The registry entry of ``torchvision:NAME``; one-line :class:`ArchError` if unknown."""
-    name = _known_name(arch)
+    known_name(arch)
+    return graph_arch_info(Source(arch, kwargs))
+
+
+def graph_arch_info(source: Source) -> ArchInfo:
+    """The registry entry of a model pruned through its dependency graph."""
     # Default widths depend only on the model, not on the data shape: analyse at CIFAR shape.
-    widths = structure(name, DataShape(10, 32, 3)).default_widths
+    widths = structure(source, DataShape(10, 32, 3)).default_widths
     return ArchInfo(
-        arch,
+        source.arch,
         TORCHVISION_FAMILY,
         widths,
-        lambda w, shape: build_torchvision_net(name, w, shape),
+        lambda w, shape: build_torchvision_net(source, w, shape),
     )
-
-
-def _known_name(arch: str) -> str:
-    name = arch.removeprefix(TORCHVISION_PREFIX)
-    if name not in classification_models():
-        raise ArchError(
-            f"{arch}: unknown torchvision model {name!r}; known: classification builders of "
-            "torchvision.models, e.g. resnet18, resnet50, mobilenet_v2, vgg11_bn, densenet121"
-        )
-    return name
-
-
-@functools.cache
-def classification_models() -> frozenset[str]:
-    return frozenset(torchvision.models.list_models(module=torchvision.models))
-
-
-def _fresh_model(name: str, shape: DataShape) -> nn.Module:
-    if shape.in_channels != 3:
-        # The stem is left as built, and torchvision's stems read 3 channels.
-        raise ArchError(f"torchvision:{name} takes 3 input channels, got {shape.in_channels}")
-    return torchvision.models.get_model(name, num_classes=shape.num_classes)
 
 
 def _classifier(model: nn.Module) -> list[nn.Module]:
@@ -132,9 +117,9 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, dict
 
 
 @functools.cache
-def structure(name: str, shape: DataShape) -> Structure:
-    """Groups and density sites of ``torchvision:NAME`` at net0, from one dry run."""
-    model = _fresh_model(name, shape)
+def structure(source: Source, shape: DataShape) -> Structure:
+    """Groups and density sites of the model at net0, from one dry run."""
+    model = source.build(shape)
     groups = _groups(model, _dependency_graph(model, shape))
     calls, conv_nodes, conv_order = activation_calls(model, shape, ACTIVATIONS)
     group_of = {conv: g for g, (_, convs) in enumerate(groups) for conv in convs}
@@ -147,7 +132,7 @@ def structure(name: str, shape: DataShape) -> Structure:
         if call.channels == groups[g][1][groups[g][0]]:
             raw_sites.append((call, g))
     if not raw_sites:
-        raise ArchError(f"torchvision:{name} has no ReLU/ReLU6 module after a conv group")
+        raise ArchError(f"{source.arch} has no ReLU/ReLU6 module after a conv group")
     # Prunable groups, in the forward order of their root convs.
     prunable = sorted({g for _, g in raw_sites}, key=lambda g: conv_order.index(groups[g][0]))
     index = {g: i for i, g in enumerate(prunable)}
@@ -155,7 +140,16 @@ def structure(name: str, shape: DataShape) -> Structure:
         roots=tuple(groups[g][0] for g in prunable),
         default_widths=tuple(groups[g][1][groups[g][0]] for g in prunable),
         sites=tuple(Site(c.module, c.call, index[g]) for c, g in raw_sites),
+        layers=tuple(tuple(sorted(groups[g][1], key=conv_order.index)) for g in prunable),
     )
+
+
+def graph_structure(arch: str, kwargs: str = "{}") -> Structure:
+    """The groups of ``torchvision:NAME`` or a plain ``nn.Module`` factory at net0, as
+    ``adprune-sweep cost --groups`` lists them (at CIFAR shape, like the default widths)."""
+    if arch.startswith("torchvision:"):
+        known_name(arch)
+    return structure(Source(arch, kwargs), DataShape(10, 32, 3))
 
 
 def prune_to_widths(
@@ -240,10 +234,12 @@ class TorchvisionNet(PrunableNet):
         return hook
 
 
-def build_torchvision_net(name: str, widths: Sequence[int], shape: DataShape) -> TorchvisionNet:
-    """``torchvision:NAME`` at ``widths``: a fresh model (the caller's seed), pruned."""
-    found = structure(name, DataShape(10, 32, 3))
-    model = _fresh_model(name, shape)
+def build_torchvision_net(
+    source: Source, widths: Sequence[int], shape: DataShape
+) -> TorchvisionNet:
+    """The model at ``widths``: a fresh model (the caller's seed), pruned."""
+    found = structure(source, DataShape(10, 32, 3))
+    model = source.build(shape)
     if list(widths) != list(found.default_widths):
         prune_to_widths(model, shape, found.roots, [range(w) for w in widths])
-    return TorchvisionNet(f"{TORCHVISION_PREFIX}{name}", widths, model, found, shape)
+    return TorchvisionNet(source.arch, widths, model, found, shape)

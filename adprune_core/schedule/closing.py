@@ -58,6 +58,7 @@ def close_record(
         state.widths,
         **network.shape.as_kwargs(),
         baseline_widths=state.net0_widths,
+        kwargs=spec.model.kwargs,
     )
     previous = state.records[-1].training_complexity if state.records else 0.0
     copy = network.hook_free_copy()

@@ -45,9 +45,9 @@ class LiveNetwork:
         train = spec.train
         seed = round_seed(train.seed, phase, round_index)
         torch.manual_seed(seed)  # weights of net[i] depend only on the seed and i
-        self.model: PrunableNet = build_model(spec.model.arch, self.widths, **shape.as_kwargs()).to(
-            device, memory_format=memory_format(train.channels_last)
-        )
+        self.model: PrunableNet = build_model(
+            spec.model.arch, self.widths, **shape.as_kwargs(), kwargs=spec.model.kwargs
+        ).to(device, memory_format=memory_format(train.channels_last))
         self.generator = torch.Generator().manual_seed(seed)
         if parent is not None:
             inherit_filters(parent, self.model, self.generator)
@@ -55,7 +55,10 @@ class LiveNetwork:
         self.lr_schedule = make_lr_schedule(self.optimizer, train, horizon)
         measure_eval = spec.prune.measure == "eval"
         self.monitor = DensityMonitor(
-            self.model, count_train=not measure_eval, count_eval=measure_eval
+            self.model,
+            count_train=not measure_eval,
+            count_eval=measure_eval,
+            group_density=spec.prune.group_density,
         )
         # Attached for the network's whole life, before its first forward: a compiled graph
         # traces the hooks in, and adding or removing hooks later would force a recompile.
@@ -102,7 +105,12 @@ class LiveNetwork:
     def hook_free_copy(self) -> torch.nn.Module:
         """The trained network without the density monitor's hooks (and uncompiled)."""
         with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the seed
-            copy = build_model(self.spec.model.arch, self.widths, **self.shape.as_kwargs())
+            copy = build_model(
+                self.spec.model.arch,
+                self.widths,
+                **self.shape.as_kwargs(),
+                kwargs=self.spec.model.kwargs,
+            )
         copy.to(self.device, memory_format=memory_format(self.spec.train.channels_last))
         copy.load_state_dict(self.model.state_dict())
         return copy

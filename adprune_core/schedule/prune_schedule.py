@@ -61,7 +61,7 @@ class PruneSchedule:
         check_precision(spec.train.precision, self.device)
         augment = spec.data.augment if spec.data.augment is not None else self.data.default_augment
         self.batches = DeviceBatches(self.data, self.device, augment, spec.data.crop_padding)
-        net0 = check_widths(spec.model.arch, spec.model.widths)
+        net0 = check_widths(spec.model.arch, spec.model.widths, spec.model.kwargs)
         self.state = state if state is not None else ScheduleState(net0, list(net0))
         self.network: LiveNetwork | None = None
         # The weights of the network the last step closed, for its network file; kept only
@@ -188,6 +188,7 @@ class PruneSchedule:
             state.widths,
             **self.data.shape.as_kwargs(),
             baseline_widths=state.net0_widths,
+            kwargs=self.spec.model.kwargs,
         )
         previous = state.records[-1].training_complexity if state.records else 0.0
         return EpochReport(

@@ -142,6 +142,7 @@ def closed_network(schedule: PruneSchedule) -> NetworkInfo:
         phase=record.phase,
         round=record.round,
         metrics={k: float(v) for k, v in metrics.items() if v is not None},
+        kwargs=dict(schedule.spec.model.kwargs),
     )
 
 

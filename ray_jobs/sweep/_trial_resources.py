@@ -39,5 +39,6 @@ def next_mac_ratio(schedule: PruneSchedule) -> float:
         state.widths,
         **schedule.data.shape.as_kwargs(),
         baseline_widths=state.net0_widths,
+        kwargs=schedule.spec.model.kwargs,
     )
     return 1.0 / cost.mac_reduction
