@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from adprune_core.config import spec_from_dict, spec_to_dict
+from adprune_core.config import SpecError, spec_from_dict, spec_to_dict
 from adprune_core.config.sharing import (
     DECISION,
     NEITHER,
@@ -271,3 +271,28 @@ def test_without_a_store_nothing_is_shared(data):
     PruneSchedule(tiny_spec(), data, "cpu").run(reports.append)
     assert reports and not any(r.shared or r.shared_epochs or r.trained_by for r in reports)
     assert dataclasses.asdict(reports[0])["shared"] is False
+
+
+# ------------------------------------------------------------------ the spec key
+
+
+def test_share_false_is_short_for_off_and_on_is_the_default():
+    assert sweep_spec_from_dict({}).share.enabled is True
+    assert sweep_spec_from_dict({"share": False}).share.enabled is False
+    assert sweep_spec_from_dict({"share": {"max_gib": 0.5}}).share.max_gib == 0.5
+
+
+@pytest.mark.parametrize(
+    ("share", "key"),
+    [({"max_gib": 0}, "share.max_gib"), ({"nope": 1}, "share.nope"), ("yes", "share")],
+)
+def test_a_bad_share_key_is_named(share, key):
+    with pytest.raises(SpecError) as info:
+        sweep_spec_from_dict({"share": share})
+    assert str(info.value).startswith(key), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_share_cannot_be_searched():
+    with pytest.raises(SpecError, match="share"):
+        sweep_spec_from_dict({"search": {"share.enabled": {"grid": [True, False]}}})

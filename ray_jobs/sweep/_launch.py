@@ -43,7 +43,7 @@ from ray_jobs.sweep._ray_runtime import (
 )
 from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
 from ray_jobs.sweep._search_space import param_space
-from ray_jobs.sweep._sharing import SHARE_CONFIG_KEY, share_config
+from ray_jobs.sweep._sharing import with_share_store
 from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._spec_checks import searched_values
 
@@ -118,13 +118,9 @@ def build_tuner(
         return restore_tuner(trainable, storage, name)
     max_concurrent = opts.max_concurrent if opts.max_concurrent is not None else spec.max_concurrent
     scheduler = ActivationDensityScheduler()
-    space = param_space(spec)
-    share = share_config(spec, storage, name) if opts.share else None
-    if share is not None:
-        space[SHARE_CONFIG_KEY] = share
     return tune.Tuner(
         trainable,
-        param_space=space,
+        param_space=with_share_store(param_space(spec), spec, storage, name, opts.share),
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
             # Tune applies max_concurrent_trials only to its own default generator.

@@ -41,3 +41,12 @@ def share_config(spec: Any, storage: str, name: str) -> dict[str, Any] | None:
     else:
         root = str(Path(storage) / name / SHARE_FOLDER)
     return {"root": root, "max_bytes": int(spec.share.max_gib * 2**30)}
+
+
+def with_share_store(
+    space: dict[str, Any], spec: Any, storage: str, name: str, enabled: bool = True
+) -> dict[str, Any]:
+    """Tune's search space with the epoch store's settings beside the spec (unless sharing
+    is off: ``enabled`` False is ``launch --no-share``)."""
+    share = share_config(spec, storage, name) if enabled else None
+    return space if share is None else {**space, SHARE_CONFIG_KEY: share}
