@@ -206,6 +206,7 @@ SLOW_MODULES = {
     "test_python_api",
     "test_sharing_sweeps",
     "test_stop_resume",
+    "test_torchvision_sweep",
     "test_ui",
 }
 
