@@ -14,7 +14,7 @@ from adprune_core.config import LatencySpec
 from adprune_core.engine import measure_latency
 from adprune_core.nets import build_model
 from adprune_core.schedule import PruneSchedule
-from adprune_core.schedule.closing import latency_fields
+from adprune_core.schedule.closing import measure_probes
 from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
 TINY = {
@@ -75,8 +75,9 @@ def test_latency_is_timed_without_the_density_hooks():
     # Nothing counted: the timed forwards ran on a copy the monitor does not watch (measured
     # eval passes would otherwise count, as prune.measure: eval counts them).
     network.monitor.count_eval = network.monitor.count_train = True
+    probes = measure_probes(schedule.spec, network, schedule.batches)
+    assert probes["b1_ms"] > 0 and probes["batch_ms"] > 0
     copy = network.hook_free_copy()
-    latency_fields(schedule.spec, copy, network, [])
     assert all(int(c.sum()) == 0 for c in network.monitor._elements)
     assert sum(len(m._forward_hooks) for m in schedule.model.modules()) == hooks > 0
     assert sum(len(m._forward_hooks) for m in copy.modules()) == 0

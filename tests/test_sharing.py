@@ -231,6 +231,12 @@ def test_schedules_that_share_give_the_results_of_training_alone(data, tmp_path,
         assert state.chosen_round == by_itself.chosen_round
         assert state.stop_reason == by_itself.stop_reason
     first, second, third = (reports for _, reports in shared)
+    # The closing probes are shared too: the repeat takes the trainer's measured latency
+    # and Fig. 3 maps rather than timing the same network again.
+    first_records, third_records = shared[0][0].records, shared[2][0].records
+    assert [r.latency_ms_b1 for r in third_records] == [r.latency_ms_b1 for r in first_records]
+    assert all(r.latency_ms_b1 for r in first_records)
+    assert third_records[-1].activation_maps == first_records[-1].activation_maps
     assert not any(r.shared for r in first)
     assert all(r.shared and r.trained_by == "t0" for r in third)
     # The thresholds part ways: the second trial loads net0's epochs up to where its own

@@ -38,7 +38,7 @@ class ShareSettings:
     trainer: str = ""
     # A claim older than this with no entry is taken over (its holder may be gone).
     claim_timeout_s: float = 600.0
-    poll_s: float = 0.2
+    poll_s: float = 0.05
 
 
 # Claims this process holds: a claim naming this process that is not here was left by a trial

@@ -21,7 +21,7 @@ from adprune_core.config import LATENCY_FIELDS, ScheduleSpec, training_complexit
 from adprune_core.data import ArrayDataset, DeviceBatches, load_dataset
 from adprune_core.engine import check_precision, resolve_device
 from adprune_core.nets import PrunableNet, check_widths, cost_report
-from adprune_core.schedule.closing import close_record
+from adprune_core.schedule.closing import close_record, measure_probes
 from adprune_core.schedule.criteria import Decision, decide
 from adprune_core.schedule.epoch_store import ShareSettings
 from adprune_core.schedule.network import LiveNetwork
@@ -236,7 +236,10 @@ class PruneSchedule:
         network = self.network
         if network is None:
             raise RuntimeError("the schedule has finished")
-        record = close_record(self.spec, self.state, decision, network, self.batches)
+        probes = self.sharing.probes(
+            self.state.epoch, self.device, lambda: measure_probes(self.spec, network, self.batches)
+        )
+        record = close_record(self.spec, self.state, decision, network, probes)
         self.state.records.append(record)
         parent_part = self.sharing.parent_part(self.state.epoch)
         self.state = transition(self.state, decision)

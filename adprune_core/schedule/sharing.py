@@ -131,6 +131,7 @@ class EpochSharing:
         self.trained_by = ""
         self.last_loaded = False
         self.tally = SharingTally()
+        self.latency: Any = None
 
     def start_network(
         self,
@@ -143,6 +144,7 @@ class EpochSharing:
         """Key the network ``state`` is on; an inheriting one whose parent's key is unknown
         trains alone."""
         self.network_shared, self.trained_by = 0, ""
+        self.latency = spec.record.latency
         if self.store is None or (inherits and parent is None):
             self.key = None
             return
@@ -169,6 +171,19 @@ class EpochSharing:
             self.last_loaded = True
             self.network_shared += 1
             self.trained_by = str(entry.get("trainer", ""))
+        return entry
+
+    def probes(
+        self, epochs: int, device: torch.device, measure: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The closing probes (latency, Fig. 3's maps) of the live network after ``epochs``:
+        measured by ``measure``, or taken from the trial that measured the same network."""
+        if self.store is None or self.key is None:
+            return measure()
+        settings = json.dumps(asdict(self.latency), sort_keys=True) if self.latency else ""
+        text = f"{self.key}:closing:{epochs}:{settings}"
+        key = hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+        entry, _ = shared_epoch(self.store, key, 0, device, measure)
         return entry
 
     def count(self, mac_reduction: float) -> None:
