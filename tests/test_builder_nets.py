@@ -129,6 +129,22 @@ def test_kwargs_on_a_builtin_arch_are_one_line_and_exit_2(tmp_path):
 USER_NETS = '''
 from torch import nn
 
+
+class OnlyLargeImages(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        if x.shape[-1] < 64:
+            raise ValueError("this model takes images of 64 pixels or more")
+        return self.head(self.conv(x).relu().mean((2, 3)))
+
+
+def untraceable(num_classes):
+    return OnlyLargeImages(num_classes)
+
 from adprune_core.nets import LayerReLU
 
 
@@ -205,6 +221,12 @@ def test_a_layer_relu_protocol_factory_takes_no_kwargs(user_nets):
 def test_a_factory_with_no_default_widths_says_which_protocol_it_was_given(user_nets):
     with pytest.raises(ArchError, match=r"model.arch: .*has no default widths, so it was called"):
         arch_info(f"{user_nets}:old_style_no_widths")
+
+
+def test_a_model_torch_pruning_cannot_trace_is_one_line_naming_it(tmp_path, user_nets):
+    line = one_line(run_cli(tmp_path, f"{user_nets}:untraceable"))
+    assert line.startswith("error: ") and f"{user_nets}:untraceable" in line
+    assert "Torch-Pruning cannot trace this model" in line and "64 pixels" in line
 
 
 def test_an_unknown_kwarg_of_a_users_factory_is_one_line_and_exit_2(tmp_path, user_nets):

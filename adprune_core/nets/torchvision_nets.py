@@ -87,13 +87,14 @@ def _classifier(model: nn.Module) -> list[nn.Module]:
     return linears[-1:]
 
 
-def _dependency_graph(model: nn.Module, shape: DataShape) -> tp.DependencyGraph:
+def _dependency_graph(model: nn.Module, shape: DataShape, arch: str = "") -> tp.DependencyGraph:
     example = torch.zeros(1, shape.in_channels, shape.input_size, shape.input_size)
     try:
         with torch.enable_grad():  # the graph is traced through autograd; callers may not be
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as err:  # any tracing failure is one line for the user
-        raise ArchError(f"Torch-Pruning cannot trace this model: {str(err)[:120]}") from None
+        name = f"{arch}: " if arch else ""
+        raise ArchError(f"{name}Torch-Pruning cannot trace this model: {str(err)[:120]}") from None
     model.train()  # build_dependency leaves the model in eval mode
     return graph
 
@@ -120,7 +121,7 @@ def _groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, dict
 def structure(source: Source, shape: DataShape) -> Structure:
     """Groups and density sites of the model at net0, from one dry run."""
     model = source.build(shape)
-    groups = _groups(model, _dependency_graph(model, shape))
+    groups = _groups(model, _dependency_graph(model, shape, source.arch))
     calls, conv_nodes, conv_order = activation_calls(model, shape, ACTIVATIONS)
     group_of = {conv: g for g, (_, convs) in enumerate(groups) for conv in convs}
     raw_sites: list[tuple[Call, int]] = []
