@@ -256,6 +256,7 @@ def saved_one_done_one_training(folder, name):
     return optuna.trial.TrialState.COMPLETE in states and optuna.trial.TrialState.RUNNING in states
 
 
+@pytest.mark.slow  # a study launched, killed and resumed: about 85 s on 2 CPUs
 def test_a_killed_study_resumes_without_repeating_a_trial(tmp_path):
     name = "killed"
     # Every trial trains three whole rounds (flat AD, rho never saturating) on bigger inputs:
