@@ -127,6 +127,8 @@ class EpochStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            # HOST SYNC: once per trained epoch (and only with sharing on): the network's
+            # state is copied off the device to be written.
             torch.save(dict(entry), partial)
             os.replace(partial, path)
         except OSError as err:

@@ -19,6 +19,7 @@ from ray_jobs.sweep._trial_errors import (
     tune_error_line,
     write_error_log,
 )
+from ray_jobs.tracking import sweep_sharing_metrics
 from ray_jobs.tracking.keys import TRIAL_ERROR
 
 
@@ -192,13 +193,12 @@ def summary_rows(results: Any, search_keys: Sequence[str]) -> list[list[str]]:
 def sharing_line(results: Any) -> str | None:
     """What sharing saved, in net0-epochs (an epoch of net[i] counts 1 / its MAC
     reduction): e.g. ``trained 8.8 of 26.9 net0-epochs (0.33x): 18.1 shared``."""
-    metrics = [r.metrics or {} for r in results]
-    total = sum(m.get("net0_epochs", 0.0) for m in metrics)
-    trained = sum(m.get("net0_epochs_trained", 0.0) for m in metrics)
-    if total <= 0:
+    counts = sweep_sharing_metrics([r.metrics or {} for r in results])
+    if not counts:
         return None
+    trained, total = counts["net0_epochs_trained"], counts["net0_epochs_unshared"]
     return (
-        f"trained {trained:.1f} of {total:.1f} net0-epochs ({trained / total:.2f}x): "
+        f"trained {trained:.1f} of {total:.1f} net0-epochs ({counts['sharing_ratio']:.2f}x): "
         f"{total - trained:.1f} shared"
     )
 

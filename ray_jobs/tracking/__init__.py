@@ -32,6 +32,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "QUEUE_FILE": "._journal",
         "DEAD_LETTER_FILE": "._journal",
         "is_transient": "._errors",
+        "sweep_sharing_metrics": "._operations",
         "TrackingError": ".store",
         "resolve_tracking_uri": ".store",
         "check_store": ".store",
