@@ -5,6 +5,7 @@ import dataclasses
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -302,3 +303,16 @@ def test_a_bad_share_key_is_named(share, key):
 def test_share_cannot_be_searched():
     with pytest.raises(SpecError, match="share"):
         sweep_spec_from_dict({"search": {"share.enabled": {"grid": [True, False]}}})
+
+
+def test_a_store_that_cannot_be_created_is_one_launch_error(tmp_path):
+    from ray_jobs.sweep._errors import LaunchError
+    from ray_jobs.sweep._sharing import share_config
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    spec = sweep_spec_from_dict({"share": {"root": str(blocker / "store")}})
+    with pytest.raises(LaunchError, match=r"^share.root: cannot create .*a-file/store"):
+        share_config(spec, str(tmp_path / "runs"), "s")
+    made = share_config(sweep_spec_from_dict({}), str(tmp_path / "runs"), "s")
+    assert made is not None and Path(made["root"]).is_dir()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adprune_core.config.sharing import NEITHER, KeyClass
+from ray_jobs.sweep._errors import LaunchError
 
 SWEEP_KEY_CLASSES: dict[str, KeyClass] = {
     "search": NEITHER,
@@ -40,6 +41,10 @@ def share_config(spec: Any, storage: str, name: str) -> dict[str, Any] | None:
         return None
     else:
         root = str(Path(storage) / name / SHARE_FOLDER)
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # here, not as a traceback in every trial
+        raise LaunchError(f"share.root: cannot create {root}: {err.strerror}") from None
     return {"root": root, "max_bytes": int(spec.share.max_gib * 2**30)}
 
 
