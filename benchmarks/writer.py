@@ -303,28 +303,27 @@ def measure(kind: str, package: Any, name: str, folder: Path, args: Any) -> Outc
         store.close()
 
 
-def print_side_by_side(kind: str, old: Outcome, new: Outcome, rate: float) -> None:
-    def row(label: str, a: str, b: str, ratio: str = "") -> None:
-        print(f"  {label:<30}{a:>12}{b:>12}{ratio:>10}")
+def print_side_by_side(kind: str, outcomes: list[Outcome], rate: float) -> None:
+    """One column per writer, and new/old where both ran."""
+    both = len(outcomes) == 2
+
+    def row(label: str, values: list[str], ratio: str = "") -> None:
+        print(f"  {label:<30}" + "".join(f"{v:>12}" for v in values) + f"{ratio:>10}")
+
+    def ratio(values: list[float], fmt: str) -> str:
+        return format(values[1] / max(values[0], 1e-9), fmt) + "x" if both else ""
 
     pace = "unthrottled" if not rate else f"fed at {rate:g}/s"
-    print(f"{kind}: {old.epochs} epoch records, {pace}")
-    row("", "old", "new", "new/old")
-    row(
-        "epoch records/s sustained",
-        f"{old.per_second:.1f}",
-        f"{new.per_second:.1f}",
-        f"{new.per_second / old.per_second:.1f}x",
-    )
-    row(
-        "writer CPU ms/epoch record",
-        f"{old.cpu_ms_per_record:.2f}",
-        f"{new.cpu_ms_per_record:.2f}",
-        f"{new.cpu_ms_per_record / max(old.cpu_ms_per_record, 1e-9):.2f}x",
-    )
-    row("worst lag, records", str(old.worst_lag_records), str(new.worst_lag_records))
-    row("worst lag, seconds", f"{old.worst_lag_s:.1f}", f"{new.worst_lag_s:.1f}")
-    row("written / records", f"{old.written}/{old.records}", f"{new.written}/{new.records}")
+    print(f"{kind}: {outcomes[0].epochs} epoch records, {pace}")
+    row("", [o.writer for o in outcomes], "new/old" if both else "")
+    rates = [o.per_second for o in outcomes]
+    row("epoch records/s sustained", [f"{r:.1f}" for r in rates], ratio(rates, ".1f"))
+    cpu = [o.cpu_ms_per_record for o in outcomes]
+    row("writer CPU ms/epoch record", [f"{c:.2f}" for c in cpu], ratio(cpu, ".2f"))
+    row("worst lag, records", [str(o.worst_lag_records) for o in outcomes])
+    row("worst lag, seconds", [f"{o.worst_lag_s:.1f}" for o in outcomes])
+    row("written / records", [f"{o.written}/{o.records}" for o in outcomes])
+    new = outcomes[-1]
     per_append = 1e6 * new.journal_sync_s / max(new.epochs, 1)
     print(f"  journal: fsynced appends cost {per_append:.0f} us a result on the caller's thread")
 
@@ -339,6 +338,9 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, default=4)
     parser.add_argument("--drain-s", type=float, default=300.0, help="most a writer may drain")
     parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument(
+        "--writers", default="old,new", help="old,new side by side (default), or one of them"
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
@@ -347,11 +349,17 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="adprune-writer-bench-"))
     try:
-        old_package = load_baseline(args.baseline, folder / "baseline")
+        writers = args.writers.split(",")
+        packages = {"new": new_package}
+        if "old" in writers:
+            packages["old"] = load_baseline(args.baseline, folder / "baseline")
         for kind in args.stores.split(","):
-            old = measure(kind, old_package, "old", folder / kind, args)
-            new = measure(kind, new_package, "new", folder / kind, args)
-            print_side_by_side(kind, old, new, args.rate)
+            outcomes = [
+                measure(kind, packages[name], name, folder / kind, args)
+                for name in ("old", "new")
+                if name in writers
+            ]
+            print_side_by_side(kind, outcomes, args.rate)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

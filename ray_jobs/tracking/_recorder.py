@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ray_jobs.tracking._errors import record_run
-from ray_jobs.tracking._figures import plot_activation_maps, plot_net_ad, plot_trial_ad
 from ray_jobs.tracking._models import log_network_model, logged_model_id
+from ray_jobs.tracking._renderer import FigureRenderer
 from ray_jobs.tracking._runs import (
     MAX_METRICS_PER_BATCH,
     RunResolver,
@@ -138,6 +138,11 @@ class Recorder:
         self.runs = runs
         self.sweep_end_report = sweep_end_report
         self.trial_end_report = trial_end_report
+        self.figures = FigureRenderer()
+
+    def close(self) -> None:
+        """Stop the figure process (the writer calls this once its artifact lane is done)."""
+        self.figures.close()
 
     @property
     def sweep(self) -> Any:
@@ -303,7 +308,8 @@ class Recorder:
         the cores the trials train on (BENCHMARKS.md, sweep overhead).
         """
         with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
-            plot = plot_net_ad(
+            plot = self.figures.draw(
+                "plot_net_ad",
                 Path(folder) / "ad_vs_epoch.png",
                 f"{op['trial']} {op['net']}",
                 op["ad_history"],
@@ -356,14 +362,18 @@ class Recorder:
             curve = [m.value for m in sorted(history, key=lambda m: m.step)]
             curves.append((run.info.run_name, curve))
         with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
-            plot = plot_trial_ad(
-                Path(folder) / "ad_all_rounds.png", f"{trial_id}: total AD, every round", curves
+            plot = self.figures.draw(
+                "plot_trial_ad",
+                Path(folder) / "ad_all_rounds.png",
+                f"{trial_id}: total AD, every round",
+                curves,
             )
             self.client.log_artifact(run_id, str(plot))
 
     def _log_fig3(self, run_id: str, trial_id: str, maps: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory(prefix="adprune-mlflow-") as folder:
-            plot = plot_activation_maps(
+            plot = self.figures.draw(
+                "plot_activation_maps",
                 Path(folder) / "activation_maps.png",
                 f"{trial_id}: mean activation per layer, first test image",
                 maps,

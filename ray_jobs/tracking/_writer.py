@@ -9,7 +9,12 @@ holds (up to :attr:`WriterConfig.max_records`) and:
 2. writes each run's records as one ``log_batch`` (``Recorder.write_run``), different runs at
    once on a thread pool, each run's records in their order;
 3. hands artifact records (figures, logged models, the sweep's end) to a thread of their own
-   once every record before them is written, so a slow figure never delays a metric.
+   once every record before them is written, so a slow figure never delays a metric; the
+   figures themselves are drawn in a child process (``_renderer``), so matplotlib never holds
+   the interpreter lock that the metrics thread and Tune's event loop need.
+
+A flush waits until its oldest record is ``linger_s`` old, so that the records a run gets
+meanwhile join its one ``log_batch``.
 
 Errors are sorted by what retrying can fix (``_errors``). A transient one leaves the run's
 records queued: when nothing at all gets through, the store is down, which is said once, and
@@ -55,6 +60,10 @@ class WriterConfig:
     # Say so when the oldest unwritten record is older than this, at most every report_s.
     behind_s: float = 10.0
     report_s: float = 30.0
+    # How long the oldest queued record may wait for others to join its flush. MLflow's
+    # log_batch costs about the same for one epoch of a run as for three (7.2 against
+    # 5.7 ms a record on sqlite), so at a sweep's pace a short wait saves writer CPU.
+    linger_s: float = 1.0
 
 
 def writer_config(tracking_uri: str, retry_interval_s: float = 15.0) -> WriterConfig:
@@ -213,6 +222,7 @@ class BackgroundWriter:
         self.health = Health(store_uri, journal, echo)
         self.health.retry_interval_s = self.config.retry_interval_s
         self.stats = WriterStats()
+        recorder.figures.on_cpu = self.stats.add_cpu  # the figure process's CPU is ours
         self.state_lock = threading.Lock()
         self.stop_event = threading.Event()
         self._wake = threading.Event()
@@ -256,6 +266,8 @@ class BackgroundWriter:
         self._thread.join(max(self._deadline - time.monotonic(), 0))
         self._artifacts.queue.put(None)
         self._artifacts.thread.join(max(self._deadline - time.monotonic(), 0))
+        if not self._artifacts.thread.is_alive():
+            self.recorder.close()
         self._pool.shutdown(wait=False)
         complete = not self._pending and self._artifacts.idle() and not self._thread.is_alive()
         if complete and self.journal.clear_if_read(self._offset):
@@ -274,6 +286,7 @@ class BackgroundWriter:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
+            self._linger()
             self._watch_lag()  # before the flush too: that is when the backlog is largest
             started, cpu = time.perf_counter(), time.thread_time()
             with self.state_lock:
@@ -288,6 +301,15 @@ class BackgroundWriter:
                     # journal keeps the rest for --resume (no waiting out drain_timeout_s).
                     return
                 self.stop_event.wait(self.config.retry_interval_s)
+
+    def _linger(self) -> None:
+        """Wait until the oldest pending record is ``linger_s`` old, then read what came."""
+        if self.stop_event.is_set() or len(self._pending) >= self.config.max_records:
+            return
+        remaining = self.config.linger_s - (time.time() - self._pending[0].queued_at)
+        if remaining > 0:
+            self.stop_event.wait(remaining)
+            self._read_more()
 
     def _read_more(self) -> None:
         room = self.config.max_records - len(self._pending)
