@@ -25,6 +25,9 @@ ARTIFACTS_DIR = "artifacts"
 # driver must not stall on a dead server (writes are queued and retried instead).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# Against a server, MLflow prints two "View run ... at" lines for every run it ends: a sweep's
+# output would be mostly those. The closing line names the sweep run instead.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class TrackingError(SpecError):
