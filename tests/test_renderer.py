@@ -60,3 +60,12 @@ def test_close_ends_the_figure_process(tmp_path):
     child = figures._child
     figures.close()
     assert child is not None and child.poll() == 0
+
+
+def test_ctrl_c_leaves_the_figure_process_to_the_driver(tmp_path, renderer):
+    """SIGINT reaches the whole process group; the child must not die with a traceback."""
+    renderer.draw("plot_trial_ad", tmp_path / "a.png", "a", CURVES)
+    pid = child_pid(renderer)
+    os.kill(pid, signal.SIGINT)
+    assert renderer.draw("plot_trial_ad", tmp_path / "b.png", "b", CURVES).exists()
+    assert child_pid(renderer) == pid

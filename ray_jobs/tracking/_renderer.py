@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -121,6 +122,9 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the driver decides when drawing ends (it closes
+    # the pipe), and a KeyboardInterrupt traceback here would break its one-line exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     replies = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing a library prints may corrupt the replies
     serve(sys.stdin.buffer, replies)
