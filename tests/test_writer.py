@@ -408,3 +408,65 @@ def test_dead_letters_are_one_json_line_each(tmp_path):
     assert dead.take(journal) == 2
     assert [op["op"] for op in journal.read()] == ["epoch", "net_figures"]
     assert not (tmp_path / DEAD_LETTER_FILE).exists()
+
+
+def kill_session(session_id: int) -> None:
+    """SIGKILL every process of the session the driver was started in (its embedded Ray)."""
+    import contextlib
+    import signal
+
+    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        pid, sid = (int(x) for x in line.split())
+        if sid == session_id:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_sweep_then_resumed_records_everything_once_on_postgresql(
+    tmp_path, pg_server, monkeypatch
+):
+    # Rounds of 6 epochs on 4,096 images: the kill lands while networks are still training.
+    spec_text = (
+        tiny_spec("pgkill", grid="[0.0000001]")
+        .replace("num_train: 128", "num_train: 4096")
+        .replace("max_epochs: 4", "max_epochs: 6")
+        .replace("flat_band: 0.002", "flat_band: 1.0")
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text)
+    env = with_credentials(*ADMIN)
+    driver = subprocess.Popen(
+        [*launch_args(spec, tmp_path), "--tracking-uri", pg_server.uri],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,  # its Ray processes share the session, so all can be ended
+    )
+    try:
+        for line in driver.stdout:
+            if "net1" in line and "epoch   2" in line:
+                break
+    finally:
+        kill_session(driver.pid)
+        driver.wait(timeout=60)
+    (before,) = trial_results(tmp_path, "pgkill").values()
+    assert before[-1]["round"] >= 1 and not before[-1].get("schedule_done")
+
+    proc = subprocess.run(
+        [*launch_args(spec, tmp_path), "--tracking-uri", pg_server.uri, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+    # Every network and epoch of both drivers once: none lost with the killed one, none
+    # written twice by the resumed one.
+    check_store_matches(MlflowClient(pg_server.uri), trial_results(tmp_path, "pgkill"), "pgkill")
