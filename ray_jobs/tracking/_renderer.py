@@ -67,7 +67,7 @@ class FigureRenderer:
                 [sys.executable, "-m", __name__],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env={**os.environ, "MPLBACKEND": "Agg"},
+                env=child_environment(),
             )
             self._child_cpu_s = 0.0
         return self._child
@@ -101,6 +101,14 @@ class FigureRenderer:
         except (OSError, subprocess.TimeoutExpired):
             child.kill()
             child.wait()
+
+
+def child_environment() -> dict[str, str]:
+    """The driver's environment, with this package importable even where the driver found it
+    through ``sys.path`` rather than an install (a source checkout, a notebook)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "MPLBACKEND": "Agg"}
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
