@@ -1,5 +1,6 @@
 """Shared fixtures: sweeps recorded in a real sqlite MLflow store, and a real `mlflow server`."""
 
+import contextlib
 import json
 import math
 import os
@@ -60,6 +61,16 @@ def expected_cpu(row, cpu0=2.0, min_cpu=1.0, step=1.0):
     MACs counted on the networks themselves."""
     ratio = counted_macs(row["widths"]) / counted_macs(row["net0_widths"])
     return min(cpu0, max(min_cpu, step * math.ceil(cpu0 * ratio / step - 1e-9)))
+
+
+def kill_session(session_id):
+    """SIGKILL every process of the session we started the driver in (its embedded Ray)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        pid, sid = (int(x) for x in line.split())
+        if sid == session_id:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def launch_cli(folder, spec_text, *args, timeout=300, env=None):

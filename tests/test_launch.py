@@ -1,6 +1,5 @@
 """``adprune-sweep launch`` end to end on a real embedded Ray, through the real CLI."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import launch_cli
+from conftest import kill_session, launch_cli
 from mlflow_store import check_store_matches, client_for
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
@@ -241,16 +240,6 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
     assert [epoch for epoch, _ in net1][-1] == 6
     # MLflow: every network once, every epoch once, despite the retry.
     check_store_matches(client_for(tmp_path), trial_results(tmp_path), "tiny")
-
-
-def kill_session(session_id):
-    """SIGKILL every process of the session we started the driver in (its embedded Ray)."""
-    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in ps.splitlines():
-        pid, sid = (int(x) for x in line.split())
-        if sid == session_id:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_killed_driver_resumes_without_redoing_finished_rounds(tmp_path):

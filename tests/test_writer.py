@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import MlflowServer, launch_cli, tiny_spec, trial_results
+from conftest import MlflowServer, kill_session, launch_cli, tiny_spec, trial_results
 from mlflow import MlflowClient
 from mlflow_store import check_store_matches, hierarchy
 from servers import ADMIN, PostgresCluster, TrackingServer, free_port, have_postgres
@@ -408,19 +408,6 @@ def test_dead_letters_are_one_json_line_each(tmp_path):
     assert dead.take(journal) == 2
     assert [op["op"] for op in journal.read()] == ["epoch", "net_figures"]
     assert not (tmp_path / DEAD_LETTER_FILE).exists()
-
-
-def kill_session(session_id: int) -> None:
-    """SIGKILL every process of the session the driver was started in (its embedded Ray)."""
-    import contextlib
-    import signal
-
-    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for line in ps.splitlines():
-        pid, sid = (int(x) for x in line.split())
-        if sid == session_id:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
