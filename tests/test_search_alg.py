@@ -2,10 +2,7 @@
 a subprocess: what the sampler is told, failures, the hypervolume, resuming a killed study,
 and bad ``search_alg`` input."""
 
-import contextlib
-import os
 import pickle
-import signal
 import subprocess
 import threading
 import time
@@ -13,7 +10,7 @@ import time
 import numpy as np
 import optuna
 import pytest
-from conftest import CLI, launch_cli, trial_results
+from conftest import CLI, kill_session, launch_cli, trial_results
 from mlflow_store import check_store_matches, client_for, hierarchy, network_row
 
 from adprune_core.config import SpecError
@@ -233,16 +230,6 @@ def test_hypervolume_by_hand_against_five_points_below_net0():
 
 
 # ---------------------------------------------------------------------------- resume
-
-
-def kill_session(session_id):
-    """SIGKILL every process of the session the driver was started in (its embedded Ray)."""
-    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    for entry in ps.splitlines():
-        pid, sid = (int(x) for x in entry.split())
-        if sid == session_id:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def saved_one_done_one_training(folder, name):
