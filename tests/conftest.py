@@ -101,6 +101,19 @@ def trial_results(folder, name):
     return by_trial
 
 
+def last_report_in_round(folder, name, round_index, timeout_s=60, exact=False):
+    """The first trial's last report from round ``round_index`` (or a later one, unless
+    ``exact``), once Tune's result.json shows it: the progress line comes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for rows in trial_results(folder, name).values():
+            reached = rows[-1]["round"]
+            if reached == round_index or (not exact and reached > round_index):
+                return rows[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no report from round {round_index} within {timeout_s}s")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

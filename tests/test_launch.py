@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import conftest
 import pytest
-from conftest import kill_session, launch_cli
+from conftest import kill_session, last_report_in_round, launch_cli
 from mlflow_store import check_store_matches, client_for
 
 CLI = [sys.executable, "-m", "ray_jobs.cli"]
@@ -52,12 +53,7 @@ def launch(tmp_path, *args, timeout=300, spec_text=SPEC):
 
 
 def trial_results(tmp_path, name="tiny"):
-    """Every report of every trial, read back from Tune's result.json files."""
-    by_trial = {}
-    for path in sorted((tmp_path / "runs" / name).glob("*/result.json")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        by_trial[rows[0]["trial_id"]] = rows
-    return by_trial
+    return conftest.trial_results(tmp_path, name)
 
 
 @pytest.fixture(scope="module")
@@ -195,13 +191,7 @@ SLOW_SPEC = (
 
 def worker_pid_in_round(tmp_path, round_index, timeout_s=30):
     """The pid of the process that reported ``round_index``, once result.json shows it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for rows in trial_results(tmp_path).values():
-            if rows[-1]["round"] == round_index:
-                return rows[-1]["pid"]
-        time.sleep(0.2)
-    raise AssertionError(f"no report from round {round_index} within {timeout_s}s")
+    return last_report_in_round(tmp_path, "tiny", round_index, timeout_s, exact=True)["pid"]
 
 
 def test_killed_worker_resumes_from_checkpoint(tmp_path):

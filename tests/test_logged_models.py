@@ -304,3 +304,23 @@ def test_a_replayed_model_record_logs_once_and_replaces_an_unfinished_one(tmp_pa
     mlflow.set_tracking_uri(uri)
     loaded = mlflow.pytorch.load_model(f"models:/{models[0].model_id}", map_location="cpu")
     assert [m.out_channels for m in loaded.modules() if isinstance(m, torch.nn.Conv2d)] == [4, 4]
+
+
+def test_model_requirements_are_checked_by_name_and_mlflows_module_map_left_unbuilt(caplog):
+    """Logging a network checks its pinned requirements against the installed versions (a
+    mismatch still warns) without building MLflow's map of every installed distribution,
+    which stays unbuilt for requirement inference elsewhere in the process."""
+    from importlib.metadata import version
+
+    from mlflow.utils import requirements_utils
+
+    from ray_jobs.tracking._models import _requirements_checked_by_name
+
+    requirements_utils._MODULES_TO_PACKAGES = None
+    wanted = ["torch==0.0.1", f"cloudpickle=={version('cloudpickle')}"]
+    with caplog.at_level("WARNING", logger="mlflow"), _requirements_checked_by_name():
+        requirements_utils.warn_dependency_requirement_mismatches(wanted)
+        assert requirements_utils._MODULES_TO_PACKAGES == {}
+    assert f"torch (current: {version('torch')}, required: torch==0.0.1)" in caplog.text
+    assert "cloudpickle" not in caplog.text
+    assert requirements_utils._MODULES_TO_PACKAGES is None

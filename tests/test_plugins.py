@@ -31,6 +31,7 @@ from adprune_core.nets import (
 
 NET = "tinyplug.nets:build"
 DATA = "tinyplug.data:load"
+COUNTED_DATA = "tinyplug.data:counted"
 
 PLUGIN_SPEC = """
 name: {name}
@@ -285,7 +286,7 @@ def test_a_bad_plugin_is_one_line_and_exit_2_before_anything_starts(bad_plugin_r
 @pytest.fixture(scope="module")
 def plugin_sweep(outside):
     folder, src = outside
-    (folder / "sweep.yaml").write_text(plugin_spec("plugin-sweep"))
+    (folder / "sweep.yaml").write_text(plugin_spec("plugin-sweep", dataset=COUNTED_DATA))
     proc = cli(folder, src, "launch", "sweep.yaml", "--storage", "runs", timeout=400)
     return folder, src, proc
 
@@ -295,13 +296,16 @@ def test_launch_records_a_plugin_sweep_like_a_builtin_one(plugin_sweep):
     assert proc.returncode == 0, describe(proc)
     results = trial_results(folder, "plugin-sweep")
     assert len(results) == 2 and all(rows[-1]["schedule_done"] for rows in results.values())
+    # The driver loaded the dataset in its checks; the trials' workers got that copy.
+    (loader,) = (folder / "data" / "loads.txt").read_text().split()
+    assert int(loader) not in {row["pid"] for rows in results.values() for row in rows}
     for rows in results.values():
         for row in rows:
             assert (row["params"], row["macs"]) == tinynet_cost(row["widths"], 3, 3, 12)
     client = client_for(folder)
     sweep, _ = check_store_matches(client, results, "plugin-sweep")
     assert sweep.data.params["model.arch"] == NET
-    assert sweep.data.params["data.dataset"] == DATA
+    assert sweep.data.params["data.dataset"] == COUNTED_DATA
     assert {r.data.tags["arch"] for r in all_runs(client)} == {NET}
 
 
@@ -315,7 +319,7 @@ def test_compare_and_pareto_of_a_plugin_sweep(plugin_sweep):
     table = pq.read_table(folder / "front.parquet").to_pylist()
     assert len(table) >= 4  # two trials, at least two networks each
     assert {row["arch"] for row in table} == {NET}
-    assert {row["dataset"] for row in table} == {DATA}
+    assert {row["dataset"] for row in table} == {COUNTED_DATA}
     for row in table:
         assert (row["params"], row["macs"]) == tinynet_cost(row["widths"], 3, 3, 12)
     assert any(row["on_front"] for row in table)

@@ -15,7 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import MlflowServer, kill_session, launch_cli, tiny_spec, trial_results
+from conftest import (
+    MlflowServer,
+    kill_session,
+    last_report_in_round,
+    launch_cli,
+    tiny_spec,
+    trial_results,
+)
 from mlflow import MlflowClient
 from mlflow_store import check_store_matches, hierarchy
 from servers import ADMIN, PostgresCluster, TrackingServer, free_port, have_postgres
@@ -410,15 +417,6 @@ def test_dead_letters_are_one_json_line_each(tmp_path):
     assert not (tmp_path / DEAD_LETTER_FILE).exists()
 
 
-def wait_for_round_in_results(folder: Path, name: str, round_index: int, timeout_s=60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(rows[-1]["round"] >= round_index for rows in trial_results(folder, name).values()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no report from round {round_index} within {timeout_s}s")
-
-
 @pytest.mark.slow
 def test_a_driver_killed_mid_sweep_then_resumed_records_everything_once_on_postgresql(
     tmp_path, pg_server, monkeypatch
@@ -446,7 +444,7 @@ def test_a_driver_killed_mid_sweep_then_resumed_records_everything_once_on_postg
         for line in driver.stdout:
             if "net1" in line and "epoch   2" in line:
                 break
-        wait_for_round_in_results(tmp_path, "pgkill", 1)  # Tune's result.json lags the line
+        last_report_in_round(tmp_path, "pgkill", 1)  # Tune's result.json lags the line
     finally:
         kill_session(driver.pid)
         driver.wait(timeout=60)

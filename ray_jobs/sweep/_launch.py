@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -30,7 +29,6 @@ from ray_jobs.sweep._progress import (
     FailedTrial,
     failed_trials,
     failure_line,
-    make_progress_callback,
     sharing_line,
     summary_rows,
 )
@@ -39,15 +37,18 @@ from ray_jobs.sweep._ray_runtime import (
     check_shared_storage,
     local_resources,
     shipped_code,
-    start_ray,
 )
 from ray_jobs.sweep._recording import make_mlflow_callback, mlflow_summary, open_store
-from ray_jobs.sweep._search_space import param_space
-from ray_jobs.sweep._sharing import with_share_store
 from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._spec_checks import searched_values
+from ray_jobs.sweep._startup import (
+    build_tuner,
+    shut_down_ray,
+    start_ray_beside,
+)
 
 if TYPE_CHECKING:
+    from adprune_core.data import ArrayDataset
     from ray_jobs.tracking import SweepEndReport, TrialEndReport
 
 # Tune's CSV / TensorBoard loggers cannot take the list-valued fields every report carries
@@ -77,66 +78,6 @@ class SweepResult:
     @property
     def table(self) -> str:
         return format_table(SUMMARY_HEADERS, self.rows)
-
-
-def restore_tuner(trainable: Any, storage: str, name: str) -> Any:
-    from ray import tune
-
-    try:
-        return tune.Tuner.restore(
-            str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-        )
-    except ModuleNotFoundError as err:
-        # Tune pickles our scheduler and callbacks by module path; a sweep saved before
-        # ray_jobs had its sweep/tracking/results rooms names modules that are gone.
-        if not (err.name or "").startswith("ray_jobs."):
-            raise
-        raise LaunchError(
-            f"--resume: sweep {name!r} was saved by an earlier adprune-sweep ({err.name} no "
-            "longer exists) and cannot be resumed by this one; its MLflow records stay as they "
-            "are: start a new sweep with another --name"
-        ) from None
-
-
-def build_tuner(
-    spec: SweepSpec, opts: LaunchOptions, storage: str, name: str, callbacks: list[Any]
-) -> Any:
-    from ray import tune
-
-    from ray_jobs.sweep._result_log import KeepLocalJsonLoggerCallback
-    from ray_jobs.sweep._scheduler import ActivationDensityScheduler
-    from ray_jobs.sweep._search_alg import make_search_alg
-    from ray_jobs.sweep._trainable import adprune_trainable
-
-    trainable = tune.with_resources(
-        adprune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    )
-    if opts.resume:
-        return restore_tuner(trainable, storage, name)
-    max_concurrent = opts.max_concurrent if opts.max_concurrent is not None else spec.max_concurrent
-    scheduler = ActivationDensityScheduler()
-    return tune.Tuner(
-        trainable,
-        param_space=with_share_store(param_space(spec), spec, storage, name, opts.share),
-        tune_config=tune.TuneConfig(
-            scheduler=scheduler,
-            # Tune applies max_concurrent_trials only to its own default generator.
-            search_alg=make_search_alg(spec, scheduler, max_concurrent or 0),
-            num_samples=opts.num_samples or spec.num_samples,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=storage,
-            callbacks=[make_progress_callback(), KeepLocalJsonLoggerCallback(), *callbacks],
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=0,
-        ),
-    )
 
 
 def check_searches(spec: SweepSpec, opts: LaunchOptions) -> None:
@@ -187,17 +128,26 @@ def launch(
         inits=searched_values(spec, "prune.init", spec.prune.init),
     )
     name = spec.name if opts.name is None else opts.name
+    loaded = None
     if opts.cluster is None:
         check_resources(spec, local_resources(), "local machine")
-        check_local(spec, plugin_data)  # trials run here: what would fail each fails now
-    del plugin_data  # each trial loads its own copy
+        # Trials run here: what would fail in each fails now, before Ray starts.
+        loaded = check_local(spec, plugin_data)
+    del plugin_data
     quiet_tune_interruptions()
     claim = claim_sweep(storage, name, opts.resume)
     with StopSignals() as stop:
         try:
             tuner, identity = prepare(
-                spec, opts, storage, name, claim, (sweep_end_report, trial_end_report), runtime_env
+                spec,
+                opts,
+                (storage, name),
+                claim,
+                (sweep_end_report, trial_end_report),
+                runtime_env,
+                loaded,
             )
+            del loaded  # the trials have it through Ray's object store
         except BaseException as err:
             claim.abandon()
             if isinstance(err, KeyboardInterrupt):
@@ -227,27 +177,21 @@ def launch(
         claim.lock.close()
 
 
-def shut_down_ray() -> None:
-    """After a stop Tune saved: end the embedded Ray, or leave the cluster."""
-    import ray
-
-    with contextlib.suppress(KeyboardInterrupt):  # a second signal: skip it, end now
-        ray.shutdown()
-
-
 def prepare(
     spec: SweepSpec,
     opts: LaunchOptions,
-    storage: str,
-    name: str,
+    where_to: tuple[str, str],
     claim: SweepClaim,
     reports: tuple[SweepEndReport | None, TrialEndReport | None],
     runtime_env: dict[str, Any] | None = None,
+    loaded: ArrayDataset | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Everything before training, each check failing before the next costs anything."""
+    """Everything before training: no training starts unless every check passed."""
+    storage, name = where_to
     identity = sweep_identity(claim.home, opts.resume, opts.tracking_uri, spec)
-    open_store(identity["tracking_uri"], spec.experiment)
-    where = start_ray(opts.cluster, runtime_env)
+    where = start_ray_beside(
+        partial(open_store, identity["tracking_uri"], spec.experiment), opts, runtime_env
+    )
     if opts.cluster is not None:
         import ray
 
@@ -262,7 +206,7 @@ def prepare(
         if opts.resume
         else [make_mlflow_callback(spec, identity, name, storage, claim.home, *reports)]
     )
-    tuner = build_tuner(spec, opts, storage, name, callbacks)
+    tuner = build_tuner(spec, opts, storage, name, callbacks, loaded)
     save_identity(claim.home, identity)
     return tuner, identity
 

@@ -66,28 +66,36 @@ def setup_key(spec: SweepSpec) -> str:
     return repr((loaded, spec.train.device, spec.train.precision))
 
 
-def check_setup(spec: SweepSpec, loaded: ArrayDataset | None = None) -> None:
+def check_setup(spec: SweepSpec, loaded: ArrayDataset | None = None) -> ArrayDataset:
     """Raise the error ``run`` would: the dataset loads, the device exists, the precision is
-    supported on it. ``loaded`` is the spec's dataset when the plugin check loaded it."""
+    supported on it. ``loaded`` is the spec's dataset when the plugin check loaded it.
+    The dataset, loaded."""
     from adprune_core.data import load_dataset
     from adprune_core.engine import check_precision, resolve_device
 
     if loaded is None:
         try:
-            load_dataset(spec.data)  # the tensors are dropped: each trial loads its own
+            loaded = load_dataset(spec.data)
         except DETERMINISTIC_ERRORS:
             raise  # already one line, the same as run's
         except Exception as err:  # a malformed file, a loader's bug: still one line
             raise LaunchError(f"data.dataset: {spec.data.dataset}: {one_line(err)}") from None
     check_precision(spec.train.precision, resolve_device(spec.train.device))
+    return loaded
 
 
-def check_local(spec: SweepSpec, plugin_data: ArrayDataset | None) -> None:
-    """Every trial setup of ``spec`` works on this machine (one load per distinct dataset)."""
+def check_local(spec: SweepSpec, plugin_data: ArrayDataset | None) -> ArrayDataset | None:
+    """Every trial setup of ``spec`` works on this machine (one load per distinct dataset).
+    The dataset of ``spec`` itself, loaded, for the trials to share; None where no trial
+    has its setup."""
+    base = None
     for variant in trial_setups(spec):
+        same_setup = setup_key(variant) == setup_key(spec)
         same_data = plugin_data is not None and variant.data.dataset == spec.data.dataset
-        same_data = same_data and setup_key(variant) == setup_key(spec)
-        check_setup(variant, plugin_data if same_data else None)
+        loaded = check_setup(variant, plugin_data if same_data and same_setup else None)
+        if same_setup:
+            base = loaded
+    return base
 
 
 # ---------------------------------------------------------------------------- cluster

@@ -69,11 +69,32 @@ def hide_token_auth_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
+def inherit_tunes_actor_env() -> None:
+    """Give the embedded Ray's workers Tune's actor variables through their environment.
+
+    Tune starts every trial actor with ``runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}``
+    (for PyTorch Lightning). Any runtime_env keeps an actor off the workers Ray starts ahead
+    of time and sends its start through the runtime-env agent: 2.1 s to a ready actor
+    against 0.7 s on this 2-core host, for each trial's first round and each restart. The
+    embedded Ray's workers inherit the driver's environment, so the variable is set there
+    and Tune's copy dropped; a cluster's workers do not, and keep Tune's way.
+    """
+    from ray.tune.execution import class_cache
+
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    if not isinstance(defaults, dict):
+        return  # another Tune: leave it as it is
+    for key, value in list(defaults.items()):
+        os.environ.setdefault(key, value)
+        del defaults[key]
+
+
 def start_ray(cluster: str | None, runtime_env: dict[str, Any] | None = None) -> str:
     import ray
 
     if cluster is None:
         logging.getLogger(TOKEN_AUTH_LOGGER).addFilter(hide_token_auth_notice)
+        inherit_tunes_actor_env()
         ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=False,

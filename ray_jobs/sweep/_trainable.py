@@ -39,7 +39,7 @@ from ray_jobs.sweep._trial_errors import (
     node_ip,
 )
 from ray_jobs.sweep._trial_resources import granted_resources, next_mac_ratio, use_resources
-from ray_jobs.sweep._worker_process import cached_dataset, release_freed_memory
+from ray_jobs.sweep._worker_process import PreloadedData, cached_dataset, release_freed_memory
 
 CHECKPOINT_FILE = "schedule.pt"
 # Benchmarks set it to get the trainable process's time and memory in every report.
@@ -191,7 +191,7 @@ class TrialReporter:
 
 
 @ends_on_deterministic_errors
-def adprune_trainable(config: dict[str, Any]) -> None:
+def adprune_trainable(config: dict[str, Any], preloaded: PreloadedData | None = None) -> None:
     entered = time.time()
     spec = sweep_spec_from_dict(copy.deepcopy(config["spec"]))
     release_freed_memory()  # the previous round's (or trial's) tensors are gone by now
@@ -199,7 +199,7 @@ def adprune_trainable(config: dict[str, Any]) -> None:
     device = trial_device(spec, granted.gpu)
     check_device(device)
     use_resources(granted, device)
-    data = loaded_dataset(lambda: cached_dataset(spec), spec.data.dataset)
+    data = loaded_dataset(lambda: cached_dataset(spec, preloaded), spec.data.dataset)
     schedule, note = load_schedule(spec, data, device, share_settings(config))
     reporter = TrialReporter(schedule, granted, entered, note)
     try:

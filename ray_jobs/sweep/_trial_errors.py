@@ -107,14 +107,14 @@ def error_report(err: BaseException) -> dict[str, Any]:
     }
 
 
-def ends_on_deterministic_errors(trainable: Callable[[dict[str, Any]], None]) -> Any:
+def ends_on_deterministic_errors(trainable: Callable[..., None]) -> Any:
     """Wrap a function trainable: a deterministic error ends its trial with one report
     instead of failing it into Tune's retries; any other error still reaches Tune."""
 
     @functools.wraps(trainable)
-    def run(config: dict[str, Any]) -> None:
+    def run(config: dict[str, Any], **parameters: Any) -> None:
         try:
-            trainable(config)
+            trainable(config, **parameters)
         except DETERMINISTIC_ERRORS as err:
             from ray import tune
 
