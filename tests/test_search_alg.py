@@ -199,6 +199,37 @@ def test_the_sweep_run_logs_the_hypervolume_after_every_trial(finished_study):
     assert f"accuracy {accuracy:.4f}, mac_reduction 1x" in ref
 
 
+def test_each_trial_ends_score_equals_rescoring_the_trials_ended_by_then(finished_study):
+    """The sweep run's score after k trials, logged as they ended (each end reads only its
+    own trial's networks from the store), equals a scoring of every network of the first k
+    trials to end, read back at once."""
+    from ray_jobs.results._hypervolume import (
+        experiment_baseline,
+        sweep_progress,
+        sweep_reference_spec,
+    )
+    from ray_jobs.results._records import load_networks
+
+    folder, name, _ = finished_study
+    sweep, trials, _ = trial_runs(folder, name)
+    client = client_for(folder)
+    experiment = client.get_experiment(sweep.info.experiment_id).name
+    sweep_id = sweep.data.tags["sweep_id"]
+    ended = sorted(trials.values(), key=lambda r: (r.info.end_time, r.data.tags["trial_id"]))
+    order = [r.data.tags["trial_id"] for r in ended]
+    logged = client.get_metric_history(sweep.info.run_id, "hypervolume")
+    by_step = {m.step: m.value for m in logged}
+    networks = load_networks(client, [experiment], sweep_id=sweep_id)
+    reference = sweep_reference_spec(client, experiment, sweep_id)
+    baseline = experiment_baseline(client, experiment)
+    assert sorted(by_step) == list(range(1, len(order) + 1))
+    for count in by_step:
+        chosen = set(order[:count])
+        rows = [r for r in networks if r.trial in chosen]
+        expected = sweep_progress(rows, reference, baseline)["hypervolume"]
+        assert by_step[count] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
 # ---------------------------------------------------------------------------- hypervolume
 
 

@@ -117,6 +117,30 @@ def sweep_progress(
     return metrics
 
 
+# The networks of trials already scored, by sweep id. A trial that has ended keeps its
+# networks, so each trial's end reads its own from the store instead of every network of
+# the sweep again: that re-read grew with the sweep and took 11 s of the driver's CPU in
+# a 36-trial sweep of the quickstart (benchmarks/sharing.py).
+_SCORED_TRIALS: dict[str, dict[str, list[NetworkRow]]] = {}
+
+
+def ended_trials_rows(
+    client: Any, experiment: str, sweep_id: str, trials: Sequence[str]
+) -> list[NetworkRow]:
+    """The networks of ``trials``, ended in this order. The last one has just ended and is
+    read afresh (the writer may still be closing its runs); the others are kept."""
+    kept = _SCORED_TRIALS.setdefault(sweep_id, {})
+    rows: list[NetworkRow] = []
+    for position, trial in enumerate(trials):
+        found = kept.get(trial)
+        if found is None:
+            found = load_networks(client, [experiment], sweep_id=sweep_id, trial_id=trial)
+            if position < len(trials) - 1:
+                kept[trial] = found
+        rows.extend(found)
+    return rows
+
+
 def trial_end_hypervolume(
     client: Any,
     experiment: str,
@@ -127,9 +151,9 @@ def trial_end_hypervolume(
     """What the sweep run logs after a trial ends: the hypervolume of the front of
     ``trials`` (the trials ended so far; all of the sweep's when None), against the
     experiment's shared reference, and the MAC reduction at each loss."""
-    rows = load_networks(client, [experiment], sweep_id=sweep_id)
-    if trials is not None:
-        chosen = set(trials)
-        rows = [r for r in rows if r.trial in chosen]
+    if trials is None:
+        rows = load_networks(client, [experiment], sweep_id=sweep_id)
+    else:
+        rows = ended_trials_rows(client, experiment, sweep_id, trials)
     spec = reference or sweep_reference_spec(client, experiment, sweep_id)
     return sweep_progress(rows, spec, experiment_baseline(client, experiment))

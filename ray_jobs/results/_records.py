@@ -181,15 +181,18 @@ def load_networks(
     experiments: Sequence[str] = (),
     sweeps: Sequence[str] = (),
     sweep_id: str | None = None,
+    trial_id: str | None = None,
 ) -> list[NetworkRow]:
-    """Every closed net[i] run (search rounds and final phase) of the selected sweeps."""
+    """Every closed net[i] run (search rounds and final phase) of the selected sweeps (of
+    one trial, with ``trial_id``)."""
     ids = experiment_ids(client, tuple(experiments))
     names = {v: k for k, v in ids.items()}
     where = f"tags.`{KIND_TAG}` = '{NET_KIND}' and tags.`{CLOSED_TAG}` = 'true'"
     trial_where = f"tags.`{KIND_TAG}` = '{TRIAL_KIND}'"
-    if sweep_id is not None:
-        where += f" and tags.sweep_id = '{sweep_id}'"
-        trial_where += f" and tags.sweep_id = '{sweep_id}'"
+    for tag, value in (("sweep_id", sweep_id), ("trial_id", trial_id)):
+        if value is not None:
+            where += f" and tags.{tag} = '{value}'"
+            trial_where += f" and tags.{tag} = '{value}'"
     nets = select_sweeps(all_runs(client, ids.values(), where), sweeps)
     if sweep_id is None:
         check_sweeps_found(nets, sweeps, experiments)
