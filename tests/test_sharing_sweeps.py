@@ -188,3 +188,13 @@ def test_a_later_sweep_given_the_same_store_trains_nothing_again(sweeps, tmp_pat
     (sweep,) = kinds["sweep"]
     assert sweep.data.metrics["net0_epochs_trained"] == 0.0
     assert recorded_results(tmp_path) == recorded_results(sweeps["alone"][0])
+    # Loaded epochs are checkpointed only where they end a network: Tune numbers a trial's
+    # checkpoints in order, so its last one's number counts them.
+    nets_by_trial = {}
+    for net in kinds["net"]:
+        trial = net.data.tags["trial_id"]
+        nets_by_trial[trial] = nets_by_trial.get(trial, 0) + 1
+    for trial, networks in nets_by_trial.items():
+        (folder,) = (tmp_path / "runs" / "again").glob(f"*{trial}*")
+        last = max(int(c.name.split("_")[1]) for c in folder.glob("checkpoint_*"))
+        assert last + 1 == networks, (trial, last, networks)

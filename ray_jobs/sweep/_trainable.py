@@ -186,8 +186,22 @@ class TrialReporter:
         if self.with_process:
             extras["process"] = process_metrics(time.perf_counter() - self.started, self.entered)
         report = report.with_fields(**extras)
-        tune.report(report.to_tune(), checkpoint=save_checkpoint(self.schedule, report))
+        tune.report(report.to_tune(), checkpoint=self.checkpoint(report))
         self.started = time.perf_counter()
+
+    def checkpoint(self, report: EpochReport) -> tune.Checkpoint | None:
+        """The checkpoint after this epoch; none after an epoch loaded from the epoch store
+        that does not end its network.
+
+        A restart from the checkpoint before such an epoch loads it again (or, if evicted,
+        trains it to the same values), and the recorder keeps a re-reported epoch once. Most
+        reports of a large shared sweep are loaded epochs, and each checkpoint costs the
+        driver Tune's persisting it and, every ``num_to_keep`` of a trial's checkpoints, a
+        save of the whole experiment's state, which grows with the trials.
+        """
+        if report.shared and not report.ends_network:
+            return None
+        return save_checkpoint(self.schedule, report)
 
 
 @ends_on_deterministic_errors
