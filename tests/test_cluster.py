@@ -270,9 +270,12 @@ def test_losing_the_worker_node_reschedules_its_trial_on_the_head(cluster, tmp_p
         text = text.replace(old, new)
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
+    # Without sharing, so that the trial on the worker trains (and checkpoints) every epoch
+    # itself: with it, the two trials' epochs are one trial's, and a loaded epoch is
+    # checkpointed only where it ends a network.
     driver = cluster.popen_in(
         cluster.head_ns,
-        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs")]
+        [*CLI, "launch", str(spec), "--storage", str(tmp_path / "runs"), "--no-share"]
         + ["--cluster", cluster.address, "--tracking-uri", cluster.mlflow_uri],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
