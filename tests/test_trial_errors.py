@@ -120,7 +120,13 @@ def worker_only_failure(tmp_path_factory):
     """A sweep of two trials whose plugin loader raises only inside Ray's workers."""
     folder = tmp_path_factory.mktemp("worker-only")
     package = write_ray_only_plugin(folder)
-    spec = tiny_spec("rayonly").replace("dataset: synthetic", 'dataset: "rayonly.data:load"')
+    # Searched seeds: each trial's data differs from the spec's own, which the driver loaded
+    # in its checks and would hand to trials of the same data; these load their own.
+    spec = (
+        tiny_spec("rayonly")
+        .replace("dataset: synthetic", 'dataset: "rayonly.data:load"')
+        .replace("prune.rho.threshold: {grid: [0.005, 0.05]}", "data.seed: {grid: [1, 2]}")
+    )
     proc = launch_cli(folder, spec, "--py-module", str(package), "--max-failures", "3")
     return folder, proc
 
@@ -158,7 +164,7 @@ def test_the_trial_table_shows_the_reason_and_no_figures_for_a_trial_without_net
 ):
     _, proc = worker_only_failure
     table = proc.stdout[proc.stdout.index("trial        ") :].splitlines()
-    rows = [line for line in table if "threshold=" in line]
+    rows = [line for line in table if "seed=" in line]
     assert len(rows) == 2
     for row in rows:
         cells = row.split()
@@ -195,7 +201,7 @@ def test_mlflow_and_compare_record_the_error_and_leave_the_figures_unset(worker_
     assert len(rows) == 2
     for row in rows:
         cells = row.split()
-        # sweep, trial, threshold, status, rounds, widths, accuracy, MACs, complexity, latency
+        # sweep, trial, seed, status, rounds, widths, accuracy, MACs, complexity, latency
         assert cells[3] == "error" and cells[4:10] == [NO_VALUE] * 6, row
     as_json = subprocess.run(
         [*CLI, "compare", "--format", "json"], capture_output=True, text=True, cwd=folder
