@@ -572,9 +572,9 @@ _CLOSED_FOR_EXIT = False
 def close_before_exit() -> None:
     """End Ray now, so that nothing the sweep started is left for the interpreter's exit."""
     global _CLOSED_FOR_EXIT
-    import ray
+    from ray_jobs.sweep._startup import shut_down_ray
 
-    ray.shutdown()
+    shut_down_ray()
     _CLOSED_FOR_EXIT = True
 
 
