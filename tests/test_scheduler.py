@@ -11,6 +11,7 @@ from ray.tune.schedulers import TrialScheduler
 from adprune_core.config import spec_to_dict
 from adprune_core.data import load_dataset
 from adprune_core.schedule import EpochReport, PruneSchedule, run_loop
+from adprune_core.schedule.epoch_store import ShareSettings
 from ray_jobs.sweep import ActivationDensityScheduler, RoundAwareVariantGenerator
 from ray_jobs.sweep import sweep_spec_from_dict as spec_from_dict
 
@@ -30,11 +31,11 @@ OVERRIDES = [
 ]
 
 
-def record_results(overrides):
+def record_results(overrides, share=None):
     """Per-epoch reports as Tune receives them from the trainable's loop, plus the run's own
     records."""
     spec = spec_from_dict({}, OVERRIDES + overrides)
-    schedule = PruneSchedule(spec, load_dataset(spec.data), "cpu")
+    schedule = PruneSchedule(spec, load_dataset(spec.data), "cpu", share=share)
     results: list[dict] = []
     run_loop(schedule, lambda report: results.append(report.to_tune()))
     return spec, results, schedule.state
@@ -155,3 +156,81 @@ def test_result_without_scheduler_fields_is_an_error():
     del result["layer_ad"]
     with pytest.raises(ValueError, match="layer_ad"):
         ActivationDensityScheduler().on_trial_result(None, make_trial(spec), copy.deepcopy(result))
+
+
+class Controller:
+    """What ``choose_trial_to_run`` reads of Tune's controller: its trials."""
+
+    def __init__(self, *trials):
+        self.trials = list(trials)
+
+    def get_trials(self):
+        return self.trials
+
+
+def awaiting(result, key, epoch, trainer):
+    return {**result, "awaits_key": key, "awaits_epoch": epoch, "awaits_trainer": trainer}
+
+
+def test_a_trial_waiting_for_anothers_epochs_holds_no_slot_until_its_own_decision_leaves(
+    tmp_path,
+):
+    # Same network, so the same epochs: the waiter saturates after min_epochs, the carrier
+    # never does.
+    carrier_spec, carried, _ = record_results(
+        ["prune.rho.threshold=1e-9", "prune.max_rounds=1"], ShareSettings(tmp_path, trainer="c")
+    )
+    waiter_spec, alone, waiter_state = record_results(
+        ["prune.rho.threshold=0.9", "prune.rho.min_epochs=3"]
+    )
+    carrier, waiter = make_trial(carrier_spec), make_trial(waiter_spec)
+    carrier.set_status(Trial.RUNNING)
+    controller = Controller(waiter, carrier)
+    scheduler = ActivationDensityScheduler()
+    key = carried[0]["share_key"]
+    assert key and carried[0]["epoch"] == 1
+    fork_epoch = waiter_state.records[0].epochs  # where the waiter alone leaves net0
+    assert fork_epoch == 3 and len([r for r in carried if r["round"] == 0]) > fork_epoch
+
+    assert scheduler.on_trial_result(None, carrier, carried[0]) == TrialScheduler.CONTINUE
+    # The waiter got epoch 1 and another trial trains epoch 2: it is PAUSEd, though its own
+    # decision continues, and holds no slot while the carrier is short of its exit.
+    assert alone[0]["decision"] == "continue"
+    wait = awaiting(carried[0], key, 2, carrier.trial_id)
+    assert scheduler.on_trial_result(None, waiter, wait) == TrialScheduler.PAUSE
+    assert waiter.trial_id in scheduler.between_rounds  # its actor stays cached
+    waiter.set_status(Trial.PAUSED)
+    for result in carried[: fork_epoch - 1]:  # epochs 1 .. fork_epoch - 1
+        scheduler.on_trial_result(None, carrier, result)
+        assert scheduler.choose_trial_to_run(controller) is None
+    # The carrier's report of the waiter's own exit epoch frees it, at exactly that epoch.
+    scheduler.on_trial_result(None, carrier, carried[fork_epoch - 1])
+    assert scheduler.choose_trial_to_run(controller) is waiter
+
+
+def test_a_waiting_trial_goes_on_once_the_trainer_stops_training_its_network(tmp_path):
+    spec, carried, _ = record_results([], ShareSettings(tmp_path, trainer="c"))
+    carrier, waiter = make_trial(spec), make_trial(spec)
+    carrier.set_status(Trial.RUNNING)
+    scheduler = ActivationDensityScheduler()
+    scheduler.on_trial_result(None, carrier, carried[0])
+    wait = awaiting(carried[0], carried[0]["share_key"], 2, carrier.trial_id)
+    assert scheduler.on_trial_result(None, waiter, wait) == TrialScheduler.PAUSE
+    waiter.set_status(Trial.PAUSED)
+    assert scheduler.choose_trial_to_run(Controller(waiter, carrier)) is None
+    carrier.set_status(Trial.ERROR)  # its worker died: Tune retries it later
+    assert scheduler.choose_trial_to_run(Controller(waiter, carrier)) is waiter
+
+
+def test_a_trial_is_not_paused_for_an_epoch_trained_where_it_leaves_already(tmp_path):
+    spec, carried, _ = record_results(
+        ["prune.rho.threshold=1e-9", "prune.max_rounds=1"], ShareSettings(tmp_path, trainer="c")
+    )
+    waiter_spec, _, waiter_state = record_results(["prune.rho.threshold=0.9"])
+    carrier, waiter = make_trial(spec), make_trial(waiter_spec)
+    scheduler = ActivationDensityScheduler()
+    fork_epoch = waiter_state.records[0].epochs
+    for result in carried[: fork_epoch + 1]:
+        scheduler.on_trial_result(None, carrier, result)
+    wait = awaiting(carried[0], carried[0]["share_key"], 2, carrier.trial_id)
+    assert scheduler.on_trial_result(None, waiter, wait) == TrialScheduler.CONTINUE

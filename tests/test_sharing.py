@@ -185,6 +185,21 @@ def test_a_live_holders_claim_is_waited_for(tmp_path):
     assert time.monotonic() - started >= 0.5
 
 
+def test_the_store_names_the_trial_training_an_epoch_in_another_process(tmp_path):
+    key = "dd" * 10
+    here = EpochStore(ShareSettings(tmp_path, trainer="here"))
+    assert here.obtain(key, 1, torch.device("cpu")) is None  # claimed by this process
+    assert here.trained_elsewhere(key, 1) is None  # its own claim: nothing to wait for
+    claim = tmp_path / "dd" / key / "0002.claim"
+    claim.write_text(f'{{"host": "{here.host}", "pid": {os.getppid()}, "trainer": "t-2"}}')
+    assert here.trained_elsewhere(key, 2) == "t-2"  # a live process of this host holds it
+    claim.write_text(f'{{"host": "{here.host}", "pid": 999999999, "trainer": "t-2"}}')
+    assert here.trained_elsewhere(key, 2) is None  # its holder is gone: ours to take over
+    here.save(key, 1, {"w": torch.ones(1)})
+    assert here.trained_elsewhere(key, 1) is None  # stored: loaded, not waited for
+    assert here.trained_elsewhere(key, 3) is None  # nobody trains it
+
+
 def test_the_store_keeps_to_its_size_by_evicting_the_least_recently_used(tmp_path):
     entry = {"w": torch.zeros(1000)}  # ~4 kB each
     store = EpochStore(ShareSettings(tmp_path, max_bytes=10_000))

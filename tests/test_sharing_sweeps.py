@@ -7,7 +7,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import CLI, launch_cli
+from conftest import CLI, launch_cli, trial_results
 from mlflow_store import all_runs, client_for
 
 SPEC = """
@@ -198,3 +198,67 @@ def test_a_later_sweep_given_the_same_store_trains_nothing_again(sweeps, tmp_pat
         (folder,) = (tmp_path / "runs" / "again").glob(f"*{trial}*")
         last = max(int(c.name.split("_")[1]) for c in folder.glob("checkpoint_*"))
         assert last + 1 == networks, (trial, last, networks)
+
+
+WAITING_SPEC = """
+name: {name}
+experiment: waiting
+model: {{arch: cnn2, widths: [12, 16]}}
+data:
+  dataset: synthetic
+  batch_size: 32
+  synthetic: {{num_train: 768, num_test: 128}}
+prune:
+  rho: {{threshold: 0.01, patience: 1, min_epochs: 3, max_epochs: 6}}
+  delta: {{flat_band: 0.002}}
+  min_width: 2
+  max_rounds: 2
+final: {{epochs: 0}}
+record: {{models: none}}
+resources: {{cpu: 1}}
+search:
+  prune.rho.threshold: {{grid: [0.000001, 0.0001, 0.01, 0.5]}}
+"""
+PROGRESS_LINE = re.compile(r"^\[([0-9a-f]{5}_\d{5})\] ", re.MULTILINE)
+
+
+def epochs_by_trial(folder, name):
+    """Per trial (by its threshold): every report's network, epoch and measures."""
+    by_threshold = {}
+    for rows in trial_results(folder, name).values():
+        threshold = rows[0]["config"]["spec"]["prune"]["rho"]["threshold"]
+        by_threshold[threshold] = [
+            (r["phase"], r["round"], r["epoch"], r["widths"], r["ad_total"], r["accuracy"])
+            for r in rows
+        ]
+    return by_threshold
+
+
+def test_trials_waiting_for_anothers_epochs_give_their_slot_to_other_trials(tmp_path):
+    """Four trials share net0 on two CPU slots: a trial whose next epoch another is training
+    is PAUSEd, a third trial starts before any trial has ended, the paused trial restarts at
+    the epoch it waited for, and every epoch matches the same sweep without sharing."""
+    runs = {}
+    for mode, args in (("shared", ()), ("alone", ("--no-share",))):
+        folder = tmp_path / mode
+        folder.mkdir()
+        done = launch_cli(folder, WAITING_SPEC.format(name=mode), *args, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs[mode] = (folder, done.stdout)
+    folder, stdout = runs["shared"]
+    restarts = []
+    for rows in trial_results(folder, "shared").values():
+        for waited, after in zip(rows, rows[1:]):
+            if waited.get("awaits_key") and after["iterations_since_restore"] == 1:
+                restarts.append((waited, after))
+    assert restarts, "no trial was paused to wait"
+    for waited, after in restarts:
+        assert after["epoch"] == waited["awaits_epoch"]
+        assert (after["round"] == waited["round"]) == (waited["decision"] == "continue")
+    # A trial's last progress line is its last epoch: before the first of those, more trials
+    # than the two slots had reported, so waiting ones held none.
+    order = PROGRESS_LINE.findall(stdout)
+    last_line = {trial: i for i, trial in enumerate(order)}
+    first_end = min(last_line.values())
+    assert len(set(order[:first_end])) > 2, stdout[:3000]
+    assert epochs_by_trial(folder, "shared") == epochs_by_trial(runs["alone"][0], "alone")

@@ -90,7 +90,9 @@ class EpochStore:
     def _claim(self, key: str, epoch: int) -> bool:
         path = self._path(key, epoch, CLAIM_SUFFIX)
         path.parent.mkdir(parents=True, exist_ok=True)
-        holder = json.dumps({"host": self.host, "pid": os.getpid()})
+        holder = json.dumps(
+            {"host": self.host, "pid": os.getpid(), "trainer": self.settings.trainer}
+        )
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -102,6 +104,23 @@ class EpochStore:
             claim.write(holder)
         _HELD.add(path)
         return True
+
+    def trained_elsewhere(self, key: str, epoch: int) -> str | None:
+        """The trainer (a trial id, or "" if it gave none) that is training this epoch in
+        another process right now, or None: the epoch is stored, unclaimed, or its claim is
+        stale or this process's own. A look, not a claim: the answer may be stale at once."""
+        path = self._path(key, epoch, CLAIM_SUFFIX)
+        if path in _HELD or self._path(key, epoch, ENTRY_SUFFIX).exists():
+            return None
+        try:
+            holder = json.loads(path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return ""  # being written: held
+        if holder.get("host") == self.host and int(holder.get("pid", 0)) == os.getpid():
+            return None
+        return None if self._stale(path) else str(holder.get("trainer", ""))
 
     def _stale(self, path: Path) -> bool:
         try:

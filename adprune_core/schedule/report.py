@@ -90,6 +90,13 @@ class EpochReport:
     shared: bool = False
     shared_epochs: int = 0
     trained_by: str = ""
+    # The network's sharing key ("" without sharing), and, where another trial was training
+    # the next epoch this trial needs when it reported, that epoch's key, number and
+    # trainer: the scheduler then PAUSEs the trial instead of letting it wait in its slot.
+    share_key: str = ""
+    awaits_key: str = ""
+    awaits_epoch: int = 0
+    awaits_trainer: str = ""
     # Over the whole schedule so far: epochs loaded, and epochs in net0 units (each costs
     # 1 / its network's MAC reduction), all of them and those trained here.
     trial_shared_epochs: int = 0
@@ -101,6 +108,10 @@ class EpochReport:
     @property
     def ends_network(self) -> bool:
         return self.decision != "continue"
+
+    @property
+    def awaits_another_trial(self) -> bool:
+        return bool(self.awaits_key)
 
     def with_fields(self, **changes: Any) -> EpochReport:
         return dataclasses.replace(self, **changes)

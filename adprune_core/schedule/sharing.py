@@ -195,8 +195,16 @@ class EpochSharing:
         else:
             self.tally.net0_epochs_trained += units
 
+    def trained_elsewhere(self, epoch: int) -> str | None:
+        """The trial training epoch ``epoch`` of the live network in another process now
+        (its id, or "" if unknown), or None when this schedule would not wait for it."""
+        if self.store is None or self.key is None:
+            return None
+        return self.store.trained_elsewhere(self.key, epoch)
+
     def report_fields(self) -> dict[str, Any]:
         return {
+            "share_key": self.key or "",
             "shared": self.last_loaded,
             "shared_epochs": self.network_shared,
             "trained_by": self.trained_by,

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from adprune_core.schedule import Decision, EpochReport, decide
+from adprune_core.schedule import Decision, EpochReport
 from ray_jobs.sweep._per_round import round_resources
+from ray_jobs.sweep._share_waits import ShareWaits, decision_for
 from ray_jobs.sweep._spec import SweepSpec
 from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
 from ray_jobs.tracking.keys import TRIAL_ERROR
@@ -46,11 +47,20 @@ class ActivationDensityScheduler(FIFOScheduler):
         # Trials PAUSEd by rho that have not reported from net[i+1] yet; read by
         # :class:`RoundAwareVariantGenerator` so their actors stay cached for the restart.
         self.between_rounds: set[str] = set()
+        # Trials PAUSEd while another trains the epochs they need (holding no slot).
+        self.waits = ShareWaits()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Neither survives a restore, and Tune pickles the scheduler at every save of the
+        # experiment's state.
+        return {k: v for k, v in self.__dict__.items() if k not in ("between_rounds", "waits")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # A restored sweep starts with no knowledge of transitions (see the generator).
+        # A restored sweep starts with no knowledge of transitions (see the generator) or
+        # of waiting trials, which then simply restart.
         self.__dict__.update(state)
         self.between_rounds = set()
+        self.waits = ShareWaits()
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         # Tune calls this for new, retried and restored trials; a restored one came back
@@ -58,16 +68,21 @@ class ActivationDensityScheduler(FIFOScheduler):
         fit_placement_group(trial)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
-        self.between_rounds.discard(trial.trial_id)
+        self.forget(trial)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
-        self.between_rounds.discard(trial.trial_id)
+        self.forget(trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.forget(trial)
+
+    def forget(self, trial: Trial) -> None:
         self.between_rounds.discard(trial.trial_id)
+        self.waits.forget(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
-        """A trial PAUSEd between rounds goes before any trial not yet started.
+        """A trial PAUSEd between rounds goes before any trial not yet started; one PAUSEd
+        while another trains the epochs it needs waits until it may go on (``_share_waits``).
 
         FIFO's default starts every PENDING trial first, so with more trials than slots a
         trial waited for a whole other trial's round before training net[i+1]. Resuming it
@@ -80,10 +95,13 @@ class ActivationDensityScheduler(FIFOScheduler):
                 # Resized here, before Tune stages it: a PAUSEd trial's actor is already
                 # cached under its old share, and no staged request holds the old one.
                 fit_placement_group(trial)
-        for status in ("PAUSED", "PENDING"):
-            for trial in trials:
-                if trial.status == status:
-                    return trial
+        statuses = {trial.trial_id: trial.status for trial in trials}
+        for trial in trials:
+            if trial.status == "PAUSED" and self.waits.resumable(trial.trial_id, statuses):
+                return trial
+        for trial in trials:
+            if trial.status == "PENDING":
+                return trial
         return None
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
@@ -96,11 +114,15 @@ class ActivationDensityScheduler(FIFOScheduler):
         report = EpochReport.from_tune(result)
         spec = trial_spec(trial)
         decision = decision_for(report, spec)
-        if decision.action == "continue":
-            return TrialScheduler.CONTINUE
+        self.waits.observe(trial.trial_id, report, decision)
         if decision.action == "stop" or report.schedule_done:
             return TrialScheduler.STOP
-        trial.set_config(with_transition(trial.config, report, decision, spec))
+        waits = self.waits.should_wait(trial.trial_id, report, spec)
+        if decision.action == "continue" and not waits:
+            return TrialScheduler.CONTINUE
+        if decision.action != "continue":
+            trial.set_config(with_transition(trial.config, report, decision, spec))
+        # Either way its actor stays cached for its restart (see the generator).
         self.between_rounds.add(trial.trial_id)
         return TrialScheduler.PAUSE
 
@@ -132,19 +154,6 @@ class RoundAwareVariantGenerator(BasicVariantGenerator):
 
 def trial_spec(trial: Trial) -> SweepSpec:
     return sweep_spec_from_dict(copy.deepcopy(trial.config["spec"]))
-
-
-def decision_for(report: EpochReport, spec: SweepSpec) -> Decision:
-    """The trial's decision, made here from its report alone with the function ``run`` uses."""
-    return decide(
-        report.phase,  # type: ignore[arg-type]
-        report.round,
-        report.widths,
-        report.ad_history,
-        report.layer_ad,
-        spec.prune,
-        spec.final.epochs,
-    )
 
 
 def with_transition(

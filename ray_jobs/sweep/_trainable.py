@@ -185,13 +185,31 @@ class TrialReporter:
             extras["checkpoint_fallback"], self.note = self.note, ""
         if self.with_process:
             extras["process"] = process_metrics(time.perf_counter() - self.started, self.entered)
+        extras.update(self.awaited_epoch(report))
         report = report.with_fields(**extras)
         tune.report(report.to_tune(), checkpoint=self.checkpoint(report))
         self.started = time.perf_counter()
 
+    def awaited_epoch(self, report: EpochReport) -> dict[str, Any]:
+        """The next epoch this trial needs, where another trial is training it now: the
+        scheduler then PAUSEs this trial (freeing its slot) instead of letting it wait."""
+        if report.schedule_done:
+            return {}
+        schedule = self.schedule
+        epoch = schedule.state.epoch + 1
+        trainer = schedule.sharing.trained_elsewhere(epoch)
+        if trainer is None or schedule.sharing.key is None:
+            return {}
+        return {
+            "awaits_key": schedule.sharing.key,
+            "awaits_epoch": epoch,
+            "awaits_trainer": trainer,
+        }
+
     def checkpoint(self, report: EpochReport) -> tune.Checkpoint | None:
         """The checkpoint after this epoch; none after an epoch loaded from the epoch store
-        that does not end its network.
+        that does not end its network, unless the trial is to wait for another (it is
+        restarted from this checkpoint).
 
         A restart from the checkpoint before such an epoch loads it again (or, if evicted,
         trains it to the same values), and the recorder keeps a re-reported epoch once. Most
@@ -199,7 +217,7 @@ class TrialReporter:
         driver Tune's persisting it and, every ``num_to_keep`` of a trial's checkpoints, a
         save of the whole experiment's state, which grows with the trials.
         """
-        if report.shared and not report.ends_network:
+        if report.shared and not report.ends_network and not report.awaits_another_trial:
             return None
         return save_checkpoint(self.schedule, report)
 
