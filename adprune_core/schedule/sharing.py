@@ -7,7 +7,10 @@ thread count). So when a schedule is about to train epoch ``e`` of a network who
 optimizer, lr schedule and batch generator, with the epoch's measures. From there it goes
 on exactly as if it had trained the epoch itself, and its own decisions (rho, delta) are
 taken on the same curves. Where two schedules reach an epoch at once, one claims it and
-trains; the other waits for the result.
+trains; the other waits for the result. In a sweep a trial does not wait in its slot: after
+each report it looks whether another trial is training its next epoch
+(:meth:`EpochSharing.trained_elsewhere`), and the sweep's scheduler pauses it until it can go
+on.
 
 The store (:mod:`adprune_core.schedule.epoch_store`) is a folder, in a sweep
 ``<storage>/<sweep>/shared-epochs``.
