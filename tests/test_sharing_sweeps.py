@@ -39,16 +39,22 @@ TRIAL_TAGS = ("final_widths", "delta_reason", "status")
 TRIAL_ID = re.compile(r"^[0-9a-f]{5}_\d{5} ?")
 
 
+def launch_both_ways(new_folder, spec_template):
+    """The spec launched with sharing (the default) and with --no-share, each in the folder
+    ``new_folder(mode)`` makes: per mode, that folder and the launch's output."""
+    runs = {}
+    for mode, args in (("shared", ()), ("alone", ("--no-share",))):
+        folder = new_folder(mode)
+        done = launch_cli(folder, spec_template.format(name=mode), *args, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs[mode] = (folder, done.stdout)
+    return runs
+
+
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     """The grid launched twice: with sharing (the default), and with --no-share."""
-    folders = {}
-    for mode, args in (("shared", ()), ("alone", ("--no-share",))):
-        folder = tmp_path_factory.mktemp(mode)
-        done = launch_cli(folder, SPEC.format(name=mode), *args, timeout=900)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        folders[mode] = (folder, done.stdout)
-    return folders
+    return launch_both_ways(tmp_path_factory.mktemp, SPEC)
 
 
 def runs_by_kind(folder):
@@ -234,17 +240,11 @@ def epochs_by_trial(folder, name):
     return by_threshold
 
 
-def test_trials_waiting_for_anothers_epochs_give_their_slot_to_other_trials(tmp_path):
+def test_trials_waiting_for_anothers_epochs_give_their_slot_to_other_trials(tmp_path_factory):
     """Four trials share net0 on two CPU slots: a trial whose next epoch another is training
     is PAUSEd, a third trial starts before any trial has ended, the paused trial restarts at
     the epoch it waited for, and every epoch matches the same sweep without sharing."""
-    runs = {}
-    for mode, args in (("shared", ()), ("alone", ("--no-share",))):
-        folder = tmp_path / mode
-        folder.mkdir()
-        done = launch_cli(folder, WAITING_SPEC.format(name=mode), *args, timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        runs[mode] = (folder, done.stdout)
+    runs = launch_both_ways(tmp_path_factory.mktemp, WAITING_SPEC)
     folder, stdout = runs["shared"]
     restarts = []
     for rows in trial_results(folder, "shared").values():

@@ -118,8 +118,7 @@ class EpochStore:
             return None
         except (OSError, ValueError):
             return ""  # being written: held
-        if holder.get("host") == self.host and int(holder.get("pid", 0)) == os.getpid():
-            return None
+        # A claim naming this process that it does not hold is stale too (see _stale).
         return None if self._stale(path) else str(holder.get("trainer", ""))
 
     def _stale(self, path: Path) -> bool:

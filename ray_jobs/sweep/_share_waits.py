@@ -25,6 +25,7 @@ same epochs. It is lost on ``Tuner.restore``, after which waiting trials simply 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -82,7 +83,10 @@ class ShareWaits:
         if not key:
             self.position.pop(trial_id, None)
             return
-        self.reports.setdefault(key, {})[report.epoch] = report
+        # Only what decisions read is kept: a network's last report also carries its
+        # closing figures and, a trial's last, the summary and Fig. 3's maps.
+        slim = dataclasses.replace(report, closing=None, summary=None, fig3=None, process=None)
+        self.reports.setdefault(key, {})[report.epoch] = slim
         self.last_news[key] = time.monotonic()
         self.position[trial_id] = (key, decision.action != "continue")
         for waiter, wait in list(self.waiting.items()):

@@ -121,6 +121,8 @@ def save_checkpoint(schedule: PruneSchedule, report: EpochReport) -> tune.Checkp
     """The schedule's checkpoint; for a report that ends a network, also that network's own
     file, which the driver logs as an MLflow model (record.models)."""
     folder = tempfile.mkdtemp(prefix="adprune-ckpt-")
+    # HOST SYNC: once per checkpointed report (a network's end, a trained epoch, or a trial
+    # about to wait for another): the schedule's state is copied off the device.
     torch.save(schedule.checkpoint(), Path(folder) / CHECKPOINT_FILE)
     if report.ends_network and schedule.spec.record.models != "none":
         weights = schedule.closed_weights
@@ -195,13 +197,13 @@ class TrialReporter:
         scheduler then PAUSEs this trial (freeing its slot) instead of letting it wait."""
         if report.schedule_done:
             return {}
-        schedule = self.schedule
-        epoch = schedule.state.epoch + 1
-        trainer = schedule.sharing.trained_elsewhere(epoch)
-        if trainer is None or schedule.sharing.key is None:
+        sharing = self.schedule.sharing
+        epoch = self.schedule.state.epoch + 1
+        trainer = sharing.trained_elsewhere(epoch)
+        if trainer is None:
             return {}
         return {
-            "awaits_key": schedule.sharing.key,
+            "awaits_key": sharing.key,
             "awaits_epoch": epoch,
             "awaits_trainer": trainer,
         }
