@@ -107,6 +107,22 @@ def test_a_restored_scheduler_decides_the_same_and_forgets_only_its_actor_cache(
     assert replayed == expected[restored_at + 1 :]
 
 
+def test_a_trials_spec_is_parsed_once_per_config_and_again_after_a_new_one():
+    spec, _, _ = record_results([])
+    trial = make_trial(spec)
+    scheduler = ActivationDensityScheduler()
+    first = scheduler.specs.of(trial)
+    assert scheduler.specs.of(trial) is first
+    changed = copy.deepcopy(trial.config)
+    changed["spec"]["prune"]["rho"]["threshold"] = 0.5
+    trial.set_config(changed)
+    second = scheduler.specs.of(trial)
+    assert second.prune.rho.threshold == 0.5 and scheduler.specs.of(trial) is second
+    scheduler.on_trial_complete(None, trial, {})  # a finished trial's entry is dropped
+    assert scheduler.specs.of(trial) is not second
+    assert "specs" not in pickle.loads(pickle.dumps(scheduler)).__getstate__()
+
+
 def handmade(phase, round_index, history, widths=(10, 20), layer_ad=(0.5, 0.5)):
     """A report with the AD curve given; what the scheduler does not read is filler."""
     return EpochReport(

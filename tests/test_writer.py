@@ -150,6 +150,59 @@ def test_each_runs_records_are_batched_in_order_and_written_once(tmp_path, sqlit
     assert not w.messages
 
 
+def trial_end(trial):
+    return {"op": "trial_end", "trial": trial, "status": "done", "reason": "", "metrics": {}}
+
+
+def test_trials_artifacts_are_drawn_side_by_side_and_the_sweeps_end_comes_after_them(
+    tmp_path, sqlite_uri
+):
+    """Six finished trials' figures on two artifact threads, each with a figure process of
+    its own; the sweep's end (whose front reads every trial) only once all of them are in."""
+    seen_at_sweep_end: dict[str, set[str]] = {}
+    ended_orders: dict[str, list[str]] = {}
+
+    def sweep_end_report(client, experiment, sweep_id, uri, folder):
+        runs = client.search_runs(
+            [client.get_experiment_by_name(experiment).experiment_id],
+            "tags.`adprune.kind` = 'trial'",
+        )
+        for run in runs:
+            names = {a.path for a in client.list_artifacts(run.info.run_id)}
+            seen_at_sweep_end[run.data.tags["trial_id"]] = names
+        return {}, [], {}
+
+    def trial_end_report(client, experiment, sweep_id, ended):
+        ended_orders[ended[-1]] = list(ended)
+        return {"trials_scored": float(len(ended))}
+
+    w = Writer(tmp_path, sqlite_uri)
+    w.writer.recorder.sweep_end_report = sweep_end_report
+    w.writer.recorder.trial_end_report = trial_end_report
+    trials = [f"t{n}" for n in range(6)]
+    ops: list[dict] = [{"op": "sweep_start"}]
+    for trial in trials:
+        ops += [epoch(trial, 1, 0.5), epoch(trial, 2, 0.4), trial_end(trial)]
+        ops.append({"op": "trial_figures", "trial": trial, "done": True, "fig3": None})
+    ops.append({"op": "sweep_end", "trials": len(trials), "status": "done"})
+    w.writer.start()
+    w.writer.put(ops)
+    assert w.writer.stop(timeout_s=300)
+    assert not w.messages
+    assert {t: "ad_all_rounds.png" in names for t, names in seen_at_sweep_end.items()} == {
+        t: True for t in trials
+    }
+    figure_processes = w.writer.recorder.figures._all
+    assert [renderer.cpu_s > 0 for renderer in figure_processes] == [True, True]
+    # The order of trial ends the progress metrics use is the store's order of end times.
+    experiment = w.client.get_experiment_by_name("adprune-writer").experiment_id
+    stored = w.client.search_runs([experiment], "tags.`adprune.kind` = 'trial'")
+    by_end = [r.data.tags["trial_id"] for r in sorted(stored, key=lambda r: r.info.end_time)]
+    assert {t: ended_orders[t] for t in trials} == {
+        t: by_end[: by_end.index(t) + 1] for t in trials
+    }
+
+
 # ---------------------------------------------------------------------------- 503, then back
 
 

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from ray_jobs.tracking.keys import KEY_TAG, MODEL_TAG, net_name
 
 MODELS_FOLDER = "models"
+_LOG_MODEL_LOCK = threading.Lock()
 MODEL_TYPE = "adprune-network"
 
 
@@ -157,9 +159,11 @@ def log_network_model(
         params=params,
         model_type=MODEL_TYPE,
     )
-    # log_model resolves its store from the global URI; this process records one sweep.
-    mlflow.set_tracking_uri(tracking_uri)
-    with _quiet_pickle_warning(), _requirements_checked_by_name():
+    # log_model resolves its store from the global URI (this process records one sweep), and
+    # the two context managers change module globals: one model at a time, whichever
+    # artifact thread logs it.
+    with _LOG_MODEL_LOCK, _quiet_pickle_warning(), _requirements_checked_by_name():
+        mlflow.set_tracking_uri(tracking_uri)
         mlflow.pytorch.log_model(
             module,
             name=op["net"],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 from ray_jobs.tracking._errors import record_run
 from ray_jobs.tracking._models import log_network_model, logged_model_id
-from ray_jobs.tracking._renderer import FigureRenderer
+from ray_jobs.tracking._renderer import FigureRenderers
 from ray_jobs.tracking._runs import (
     MAX_METRICS_PER_BATCH,
     RunResolver,
@@ -64,6 +65,10 @@ def is_artifact(op: Operation) -> bool:
     return op["op"] in ARTIFACT_OPS
 
 
+def is_sweep_end(op: Operation) -> bool:
+    return op["op"] == "sweep_end"
+
+
 def is_barrier(op: Operation) -> bool:
     """A failed trial's end writes to every open net run of the trial: it waits until the
     records before it are written, and the records after it wait for it."""
@@ -87,6 +92,7 @@ class RunBatch:
     last_step: int = 0
     node: str | None = None
     status: str | None = None  # set_terminated with this, after the batch
+    ended_at: int | None = None  # the end time (ms) set_terminated gave the run
     trial_nodes: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -134,11 +140,15 @@ class Recorder:
         runs: RunResolver,
         sweep_end_report: SweepEndReport | None = None,
         trial_end_report: TrialEndReport | None = None,
+        drawers: int = 1,
     ) -> None:
         self.runs = runs
         self.sweep_end_report = sweep_end_report
         self.trial_end_report = trial_end_report
-        self.figures = FigureRenderer()
+        self.figures = FigureRenderers(drawers)
+        # The sweep run's progress metrics, one trial's end at a time: two of them logged
+        # at once could both try to create the same latest-metric row of the sweep run.
+        self._sweep_run_lock = threading.Lock()
 
     def close(self) -> None:
         """Stop the figure process (the writer calls this once its artifact lane is done)."""
@@ -253,7 +263,10 @@ class Recorder:
             for metrics, some_tags in batch_requests(batch.metrics, tags):
                 self.client.log_batch(batch.run_id, metrics=metrics, tags=some_tags)
         if batch.status is not None:
-            self.client.set_terminated(batch.run_id, batch.status)
+            # The end time is chosen here, not by the client, so that this process knows
+            # the exact value the store orders ended trials by (trials_ended_through).
+            batch.ended_at = int(time.time() * 1000)
+            self.client.set_terminated(batch.run_id, batch.status, end_time=batch.ended_at)
         for trial_id, node in batch.trial_nodes:
             self._tag_trial_node(trial_id, node)
 
@@ -264,6 +277,7 @@ class Recorder:
             state.node_ip[batch.key] = batch.node
         if batch.status is not None:
             state.closed.add(batch.key)
+            self.runs.note_closed(batch.key, batch.ended_at)
 
     def _tag_trial_node(self, trial_id: str, node: str) -> None:
         """The trial run's ``node_ip``, written only when the trial moved to another node."""
@@ -351,9 +365,10 @@ class Recorder:
         if self.trial_end_report is None:
             return
         s = self.sweep
-        ended = self.runs.trials_ended_through(trial_id)
-        metrics = self.trial_end_report(self.client, s.experiment, s.sweep_id, ended)
-        log_metrics(self.client, self.runs.sweep_run(), metrics, len(ended))
+        with self._sweep_run_lock:
+            ended = self.runs.trials_ended_through(trial_id)
+            metrics = self.trial_end_report(self.client, s.experiment, s.sweep_id, ended)
+            log_metrics(self.client, self.runs.sweep_run(), metrics, len(ended))
 
     def _log_trial_plot(self, run_id: str, trial_id: str) -> None:
         curves = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -101,6 +102,54 @@ class FigureRenderer:
         except (OSError, subprocess.TimeoutExpired):
             child.kill()
             child.wait()
+
+
+class FigureRenderers:
+    """Up to ``size`` figure processes, so that the writer's artifact threads draw side by
+    side; each process starts on the first figure that finds the others busy."""
+
+    def __init__(self, size: int = 1) -> None:
+        self._all: list[FigureRenderer] = []
+        self._free: queue.LifoQueue[FigureRenderer] = queue.LifoQueue()
+        self.grow(size)
+
+    def grow(self, size: int) -> None:
+        """At least ``size`` figure processes (each still starts on its first figure).
+        Called before the first figure: the free list is rebuilt."""
+        tally = self._all[0].on_cpu if self._all else None
+        while len(self._all) < size:
+            self._all.append(FigureRenderer())
+            self._all[-1].on_cpu = tally
+        # Last in, first out, the first process on top: one thread drawing at a time keeps
+        # using one process, and a second starts only when two figures are drawn at once.
+        self._free = queue.LifoQueue()
+        for renderer in reversed(self._all):
+            self._free.put(renderer)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(renderer.cpu_s for renderer in self._all)
+
+    @property
+    def on_cpu(self) -> Callable[[float], None] | None:
+        return self._all[0].on_cpu
+
+    @on_cpu.setter
+    def on_cpu(self, tally: Callable[[float], None] | None) -> None:
+        for renderer in self._all:
+            renderer.on_cpu = tally
+
+    def draw(self, name: str, path: Path, *args: Any) -> Path:
+        """Draw ``_figures.<name>(path, *args)`` in a free figure process; ``path``."""
+        renderer = self._free.get()
+        try:
+            return renderer.draw(name, path, *args)
+        finally:
+            self._free.put(renderer)
+
+    def close(self) -> None:
+        for renderer in self._all:
+            renderer.close()
 
 
 def child_environment() -> dict[str, str]:

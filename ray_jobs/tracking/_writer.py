@@ -8,10 +8,11 @@ holds (up to :attr:`WriterConfig.max_records`) and:
    once, parents before children);
 2. writes each run's records as one ``log_batch`` (``Recorder.write_run``), different runs at
    once on a thread pool, each run's records in their order;
-3. hands artifact records (figures, logged models, the sweep's end) to a thread of their own
-   once every record before them is written, so a slow figure never delays a metric; the
-   figures themselves are drawn in a child process (``_renderer``), so matplotlib never holds
-   the interpreter lock that the metrics thread and Tune's event loop need.
+3. hands artifact records (figures, logged models, the sweep's end) to threads of their own
+   (``artifact_threads``) once every record before them is written, so a slow figure never
+   delays a metric; the figures themselves are drawn in child processes (``_renderer``), one
+   per artifact thread, so matplotlib never holds the interpreter lock that the metrics
+   thread and Tune's event loop need. The sweep's end waits for every artifact before it.
 
 A flush waits until its oldest record is ``linger_s`` old, so that the records a run gets
 meanwhile join its one ``log_batch``.
@@ -40,7 +41,7 @@ from typing import Any
 
 from ray_jobs.tracking._errors import describe, error_line, is_transient
 from ray_jobs.tracking._journal import COMPACT_BYTES, DeadLetters, Journal, Operation
-from ray_jobs.tracking._recorder import Recorder, is_artifact, is_barrier
+from ray_jobs.tracking._recorder import Recorder, is_artifact, is_barrier, is_sweep_end
 from ray_jobs.tracking.store import sqlite_path
 
 
@@ -64,6 +65,10 @@ class WriterConfig:
     # log_batch costs about the same for one epoch of a run as for three (7.2 against
     # 5.7 ms a record on sqlite), so at a sweep's pace a short wait saves writer CPU.
     linger_s: float = 1.0
+    # Artifact records written at once, each thread with a figure process of its own. One
+    # thread fell 12 s behind a 36-trial sweep of the quickstart (benchmarks/sharing.py),
+    # waiting on figures and models while both cores had time to spare.
+    artifact_threads: int = 2
 
 
 def writer_config(tracking_uri: str, retry_interval_s: float = 15.0) -> WriterConfig:
@@ -147,14 +152,33 @@ class Health:
 
 
 class ArtifactLane:
-    """Artifact records, one at a time and in order, on a thread of their own."""
+    """Artifact records on threads of their own, ``threads`` at a time: figures, logged
+    models and progress metrics of different trials do not wait for one another, and the
+    sweep's end waits for every record before it (its front reads them all)."""
 
-    def __init__(self, writer: BackgroundWriter) -> None:
+    def __init__(self, writer: BackgroundWriter, threads: int = 1) -> None:
         self.writer = writer
         self.queue: queue.Queue[Item | None] = queue.Queue()
         self.outstanding: list[Item] = []  # handed over, not yet written or set aside
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name="mlflow-artifacts", daemon=True)
+        self.finished = threading.Condition(self.lock)
+        self.threads = [
+            threading.Thread(target=self._run, name=f"mlflow-artifacts-{n}", daemon=True)
+            for n in range(max(threads, 1))
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, deadline: float) -> bool:
+        """Let the threads finish what is queued, up to ``deadline`` (monotonic); True when
+        they all did."""
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        return not any(thread.is_alive() for thread in self.threads)
 
     def put(self, item: Item) -> None:
         with self.lock:
@@ -174,9 +198,17 @@ class ArtifactLane:
             item = self.queue.get()
             if item is None:
                 return
+            if is_sweep_end(item.op):
+                self._wait_for_earlier(item)
             self._write(item)
-            with self.lock:
+            with self.finished:
                 self.outstanding.remove(item)
+                self.finished.notify_all()
+
+    def _wait_for_earlier(self, item: Item) -> None:
+        with self.finished:
+            while self.outstanding[0] is not item and not self.writer.past_deadline():
+                self.finished.wait(1.0)
 
     def _write(self, item: Item) -> None:
         writer = self.writer
@@ -222,7 +254,8 @@ class BackgroundWriter:
         self.health = Health(store_uri, journal, echo)
         self.health.retry_interval_s = self.config.retry_interval_s
         self.stats = WriterStats()
-        recorder.figures.on_cpu = self.stats.add_cpu  # the figure process's CPU is ours
+        recorder.figures.grow(self.config.artifact_threads)
+        recorder.figures.on_cpu = self.stats.add_cpu  # the figure processes' CPU is ours
         self.state_lock = threading.Lock()
         self.stop_event = threading.Event()
         self._wake = threading.Event()
@@ -232,7 +265,7 @@ class BackgroundWriter:
         self._appended = 0
         self._last_report = 0.0
         self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="mlflow-run")
-        self._artifacts = ArtifactLane(self)
+        self._artifacts = ArtifactLane(self, self.config.artifact_threads)
         self._thread = threading.Thread(target=self._run, name="mlflow-writer", daemon=True)
 
     # ------------------------------------------------------------------ the caller's side
@@ -240,7 +273,7 @@ class BackgroundWriter:
     def start(self) -> None:
         """Start writing, first what the journal already holds (an earlier driver's)."""
         self._appended = len(self.journal.read())
-        self._artifacts.thread.start()
+        self._artifacts.start()
         self._thread.start()
 
     def put(self, ops: list[Operation]) -> None:
@@ -264,9 +297,7 @@ class BackgroundWriter:
         self.stop_event.set()
         self._wake.set()
         self._thread.join(max(self._deadline - time.monotonic(), 0))
-        self._artifacts.queue.put(None)
-        self._artifacts.thread.join(max(self._deadline - time.monotonic(), 0))
-        if not self._artifacts.thread.is_alive():
+        if self._artifacts.stop(self._deadline):
             self.recorder.close()
         self._pool.shutdown(wait=False)
         complete = not self._pending and self._artifacts.idle() and not self._thread.is_alive()
