@@ -21,7 +21,7 @@ from adprune_core.config.sharing import (
 )
 from adprune_core.data import load_dataset
 from adprune_core.schedule import PruneSchedule
-from adprune_core.schedule.epoch_store import EpochStore, ShareSettings
+from adprune_core.schedule.epoch_store import DamagedEntry, EpochStore, ShareSettings, StoredState
 from adprune_core.schedule.sharing import network_key
 from ray_jobs.sweep._sharing import SWEEP_KEY_CLASSES
 from ray_jobs.sweep._spec_checks import sweep_spec_from_dict
@@ -219,6 +219,25 @@ def test_a_damaged_entry_is_trained_again(tmp_path):
     assert not path.exists()
 
 
+def test_a_stored_state_is_read_when_needed_even_after_its_eviction(tmp_path):
+    store = EpochStore(ShareSettings(tmp_path))
+    key, cpu = "ab" * 10, torch.device("cpu")
+    for epoch in (1, 2):
+        store.save(key, epoch, {"ad_total": 0.5, "network": {"w": torch.full((3,), epoch)}})
+    looked = store.obtain(key, 1, cpu)
+    assert looked["ad_total"] == 0.5 and isinstance(looked["network"], StoredState)
+    for path in (tmp_path / "ab" / key).iterdir():
+        path.unlink()  # evicted after the look: the open file still holds the state
+    assert torch.equal(looked["network"].read()["w"], torch.full((3,), 1))
+    # A state found damaged only when read: its files go, so that a retry trains the epoch.
+    store.save(key, 2, {"ad_total": 0.4, "network": {"w": torch.zeros(3)}})
+    damaged = store.obtain(key, 2, cpu)
+    (tmp_path / "ab" / key / "0002.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DamagedEntry):
+        damaged["network"].read()
+    assert store.obtain(key, 2, cpu) is None  # the caller now holds the claim to train it
+
+
 # ------------------------------------------------------------------ schedules
 
 
@@ -270,6 +289,21 @@ def test_schedules_that_share_give_the_results_of_training_alone(data, tmp_path,
     assert first[-1].net0_epochs_trained == pytest.approx(first[-1].net0_epochs)
     assert third[-1].net0_epochs_trained == 0.0
     assert 0 < second[-1].net0_epochs_trained < second[-1].net0_epochs
+
+
+def test_a_schedule_loading_stored_epochs_reads_only_the_states_it_needs(data, tmp_path):
+    """A run of stored epochs is reported from their measures; only the epoch the network
+    closes at is read whole. The others' states are damaged here, and nothing is trained."""
+    spec = tiny_spec(**{"prune.rho.threshold": 1e-9, "prune.max_rounds": 1, "final.epochs": 0})
+    alone, _ = run_shared(spec, data, tmp_path, "a")
+    folder = tmp_path / key_of(spec)[:2] / key_of(spec)
+    states = sorted(folder.glob("*.pt"))
+    assert len(states) >= 3
+    for path in states[:-1]:
+        path.write_bytes(b"not a torch file")
+    state, reports = run_shared(spec, data, tmp_path, "b")
+    assert curves(state) == curves(alone)
+    assert all(r.shared for r in reports) and reports[-1].net0_epochs_trained == 0.0
 
 
 def test_a_resumed_schedule_keeps_sharing(data, tmp_path):

@@ -6,6 +6,12 @@ nothing half-read. An epoch being trained is claimed first, so each is trained o
 claim whose holder died (same host) or that outlived ``claim_timeout_s`` is taken over. The
 least recently used entries are evicted past ``max_bytes``: a trial that needed one then
 trains the epoch itself, with the same result, only slower.
+
+Beside each epoch's entry lie its measures alone (``*.measures``, written first). A schedule
+that loads a run of stored epochs reports each from its measures and reads a network state
+only when it needs one (:class:`StoredState`): to train on, to checkpoint, or to close the
+network. Most of a shared sweep's epochs are loaded, and reading each one's whole state was
+most of their cost.
 """
 
 from __future__ import annotations
@@ -19,13 +25,42 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 DEFAULT_MAX_GIB = 2.0
 ENTRY_SUFFIX = ".pt"
 CLAIM_SUFFIX = ".claim"
+MEASURES_SUFFIX = ".measures"
+
+
+class DamagedEntry(RuntimeError):
+    """A stored epoch's state could not be read after its measures were reported. Its files
+    are deleted, so the trial's retry (from its last checkpoint) trains the epoch instead."""
+
+
+class StoredState:
+    """A stored epoch's network state, read when first needed. The entry's file is held open
+    from the look on, so an eviction meanwhile cannot take it away."""
+
+    def __init__(self, handle: IO[bytes], device: torch.device, paths: list[Path]) -> None:
+        self._handle, self._device, self._paths = handle, device, paths
+
+    def read(self) -> dict[str, Any]:
+        try:
+            self._handle.seek(0)
+            entry = torch.load(self._handle, map_location=self._device, weights_only=True)
+            return entry["network"]
+        except Exception as err:  # torch.load raises many types for a damaged file
+            for path in self._paths:
+                path.unlink(missing_ok=True)
+            raise DamagedEntry(f"stored epoch {self._paths[0]}: {err}") from err
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 @dataclass(frozen=True)
@@ -59,17 +94,23 @@ class EpochStore:
         return self.root / key[:2] / key / f"{epoch:04d}{suffix}"
 
     def load(self, key: str, epoch: int, device: torch.device) -> dict[str, Any] | None:
+        """The stored epoch: its measures, and under ``"network"`` its state to read when
+        needed (:class:`StoredState`); the whole entry where it has no measures file."""
         path = self._path(key, epoch, ENTRY_SUFFIX)
         try:
-            # weights_only: the store sits on shared storage, and a full unpickle runs code.
-            entry = torch.load(path, map_location=device, weights_only=True)
+            handle = path.open("rb")
         except FileNotFoundError:
-            return None
-        except Exception:  # a damaged entry (torch.load raises many types): train instead
-            path.unlink(missing_ok=True)
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # eviction goes by last use
+        measures_path = self._path(key, epoch, MEASURES_SUFFIX)
+        measures = read_entry(measures_path, device)
+        if measures is not None:
+            return {**measures, "network": StoredState(handle, device, [path, measures_path])}
+        with handle:
+            entry = read_entry(handle, device)
+        if entry is None:  # a damaged entry: train instead
+            path.unlink(missing_ok=True)
         return entry
 
     def obtain(self, key: str, epoch: int, device: torch.device) -> dict[str, Any] | None:
@@ -143,15 +184,15 @@ class EpochStore:
         """Store a trained epoch (whole, or not at all) and release its claim."""
         path = self._path(key, epoch, ENTRY_SUFFIX)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            if "network" in entry:  # first, so that every stored state has its measures
+                measures = {k: v for k, v in entry.items() if k != "network"}
+                write_whole(self._path(key, epoch, MEASURES_SUFFIX), measures)
             # HOST SYNC: once per trained epoch (and only with sharing on): the network's
             # state is copied off the device to be written.
-            torch.save(dict(entry), partial)
-            os.replace(partial, path)
+            write_whole(path, dict(entry))
         except OSError as err:
             # A full disk costs sharing, not the trial: the epoch is trained all the same.
-            partial.unlink(missing_ok=True)
             if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 raise
         finally:
@@ -170,7 +211,30 @@ class EpochStore:
             if total <= self.settings.max_bytes:
                 break
             path.unlink(missing_ok=True)
+            path.with_suffix(MEASURES_SUFFIX).unlink(missing_ok=True)
             total -= size
+
+
+def write_whole(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to a temp file, then rename it: readers see all of it or nothing."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(data, partial)
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def read_entry(source: Path | IO[bytes], device: torch.device) -> dict[str, Any] | None:
+    """A stored dict, or None where it is missing or damaged."""
+    try:
+        # weights_only: the store sits on shared storage, and a full unpickle runs code.
+        return torch.load(source, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception:  # a damaged file (torch.load raises many types)
+        return None
 
 
 def pid_alive(pid: int) -> bool:

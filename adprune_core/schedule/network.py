@@ -24,6 +24,7 @@ from adprune_core.engine import (
     train_epoch,
 )
 from adprune_core.nets import PrunableNet, build_model, inherit_filters
+from adprune_core.schedule.epoch_store import StoredState
 from adprune_core.schedule.state import round_seed
 
 
@@ -45,7 +46,10 @@ class LiveNetwork:
         train = spec.train
         seed = round_seed(train.seed, phase, round_index)
         torch.manual_seed(seed)  # weights of net[i] depend only on the seed and i
-        self.model: PrunableNet = build_model(
+        # A stored epoch's state not read yet (see ``restore``): whatever reads the model,
+        # optimizer, lr schedule or generator reads it first.
+        self._stored: StoredState | None = None
+        self._model: PrunableNet = build_model(
             spec.model.arch, self.widths, **shape.as_kwargs(), kwargs=spec.model.kwargs
         ).to(device, memory_format=memory_format(train.channels_last))
         self.generator = torch.Generator().manual_seed(seed)
@@ -69,9 +73,34 @@ class LiveNetwork:
             torch.compiler.reset()
             compile_model(self.model)
 
+    @property
+    def model(self) -> PrunableNet:
+        self._settle()
+        return self._model
+
+    def restore(self, saved: dict[str, Any] | StoredState) -> None:
+        """Take a saved state now, or a stored epoch's state when it is first needed: a
+        schedule that loads several stored epochs in a row reads only the last one's."""
+        self._forget_stored()
+        if isinstance(saved, StoredState):
+            self._stored = saved
+        else:
+            self.load_state_dict(saved)
+
+    def _settle(self) -> None:
+        stored, self._stored = self._stored, None
+        if stored is not None:
+            self.load_state_dict(stored.read())
+
+    def _forget_stored(self) -> None:
+        stored, self._stored = self._stored, None
+        if stored is not None:
+            stored.close()
+
     def train_epoch(self, batches: DeviceBatches) -> tuple[EpochStats, float, DensityReading]:
         """One epoch of SGD, then evaluation; the epoch's training stats, test accuracy and
         densities (counted on this epoch only)."""
+        self._settle()
         self.monitor.reset()
         try:
             stats, accuracy = self._train_and_evaluate(batches)
@@ -104,6 +133,7 @@ class LiveNetwork:
 
     def hook_free_copy(self) -> torch.nn.Module:
         """The trained network without the density monitor's hooks (and uncompiled)."""
+        self._settle()
         with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the seed
             copy = build_model(
                 self.spec.model.arch,
@@ -121,6 +151,7 @@ class LiveNetwork:
         self.monitor.detach()
 
     def state_dict(self) -> dict[str, Any]:
+        self._settle()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -129,7 +160,8 @@ class LiveNetwork:
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.model.load_state_dict(saved["model"])
+        self._forget_stored()
+        self._model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.lr_schedule.load_state_dict(saved["lr_schedule"])
         self.generator.set_state(saved["generator"])

@@ -107,7 +107,7 @@ class PruneSchedule:
             self.state.epoch + 1,
             self.device,
             lambda: {**self._train_epoch(network), "network": network.state_dict()},
-            lambda loaded: network.load_state_dict(loaded["network"]),
+            lambda loaded: network.restore(loaded["network"]),
         )
         self.state.history.append(
             entry["ad_total"],

@@ -5,8 +5,9 @@
 - ``_journal``: the on-disk journal (fsynced appends) and the dead letters.
 - ``_errors``: sorting the writer's errors into transient (retry) and permanent (set aside).
 - ``_writer``: from the journal to the store, batched per run (:class:`BackgroundWriter`).
-- ``_renderer``: the figure process, which draws the PNGs off the driver's interpreter.
+- ``_renderer``: the figure processes, which draw the PNGs off the driver's interpreter.
 - ``_runs``: resolving run keys to runs (:class:`RunResolver`).
+- ``_trial_ends``: the order in which the sweep's trials ended, for its progress metrics.
 - ``_recorder``: applying operations to runs (:class:`Recorder`).
 - ``_callback``: the Tune callback that feeds them (:class:`MlflowCallback`).
 

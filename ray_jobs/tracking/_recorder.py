@@ -277,7 +277,7 @@ class Recorder:
             state.node_ip[batch.key] = batch.node
         if batch.status is not None:
             state.closed.add(batch.key)
-            self.runs.note_closed(batch.key, batch.ended_at)
+            self.runs.trial_ends.note_closed(batch.key, batch.ended_at)
 
     def _tag_trial_node(self, trial_id: str, node: str) -> None:
         """The trial run's ``node_ip``, written only when the trial moved to another node."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adprune_core.config import net_label
+from ray_jobs.tracking._trial_ends import TrialEnds, ended_through, stored_end_times
 from ray_jobs.tracking.keys import (
     CLOSED_TAG,
     KEY_TAG,
@@ -128,10 +129,7 @@ class RunResolver:
         # lags the store (it is saved every few seconds, writes go on in between), so a
         # resumed driver takes each known run's last step from the store before writing to it.
         self._checked: set[str] = set()
-        # The end time this process gave each run it closed. While it owns every run of
-        # the sweep, these are all of the sweep's ended trials, and the order of trial ends
-        # needs no store search (one per ended trial, over every trial run: quadratic).
-        self._ended_at: dict[str, int] = {}
+        self.trial_ends = TrialEnds(sweep.sweep_id)
 
     @property
     def client(self) -> Any:
@@ -273,36 +271,13 @@ class RunResolver:
             },
         )
 
-    def note_closed(self, key: str, ended_at: int | None) -> None:
-        if ended_at is not None:
-            self._ended_at[key] = ended_at
-
     def trials_ended_through(self, trial_id: str) -> list[str]:
-        """The sweep's trials ended by the time ``trial_id`` ended, in the order they ended
-        (runs' end times), ``trial_id`` last: the sweep's progress after a trial is scored
-        over these, so it reads the same however far the writer's lanes have got."""
-        ended = self._trial_end_times() if self._owns_every_run else self._stored_end_times()
-        order = [trial for _, trial in sorted((t, trial) for trial, t in ended.items())]
-        if trial_id not in order:  # not closed in the store: score what has ended
-            return [*order, trial_id]
-        return order[: order.index(trial_id) + 1]
-
-    def _trial_end_times(self) -> dict[str, int]:
-        """End times of the trial runs this process closed (it owns every run)."""
-        prefix = trial_key(self.sweep.sweep_id, "")
-        return {
-            key[len(prefix) :]: ended_at
-            for key, ended_at in self._ended_at.items()
-            if key.startswith(prefix) and "/" not in key[len(prefix) :]
-        }
-
-    def _stored_end_times(self) -> dict[str, int]:
-        """End times of the sweep's ended trial runs, as the store has them."""
-        where = f"tags.`{PARENT_TAG}` = '{self.sweep_run()}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}'"
-        runs = self.client.search_runs(
-            [self.experiment_id], f"{where} and attributes.status != 'RUNNING'", max_results=50_000
-        )
-        return {r.data.tags.get("trial_id", ""): r.info.end_time or 0 for r in runs}
+        """The sweep's trials ended by the time ``trial_id`` ended, in that order
+        (``_trial_ends``), ``trial_id`` last."""
+        if self._owns_every_run:
+            return ended_through(self.trial_ends.known(), trial_id)
+        stored = stored_end_times(self.client, self.experiment_id, self.sweep_run())
+        return ended_through(stored, trial_id)
 
     def trial_net_runs(self, trial_id: str) -> list[Any]:
         """The trial's net runs in the store, search rounds in order, then the final phase."""
