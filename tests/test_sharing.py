@@ -219,6 +219,40 @@ def test_a_damaged_entry_is_trained_again(tmp_path):
     assert not path.exists()
 
 
+def test_after_a_loaded_epoch_the_look_gives_a_going_on_trainer_time_to_claim_the_next(
+    data, tmp_path
+):
+    spec = tiny_spec()
+    run_shared(spec, data, tmp_path, "a")  # every epoch of net0 is stored
+    follower = PruneSchedule(spec, data, "cpu", share=ShareSettings(tmp_path, poll_s=0.01))
+    follower.step()
+    assert follower.sharing.last_loaded
+    key = follower.sharing.key
+    for path in (tmp_path / key[:2] / key).glob("0002.*"):
+        path.unlink()  # epoch 2 is not stored: its trainer is about to claim it
+    claim = tmp_path / key[:2] / key / "0002.claim"
+    host = follower.sharing.store.host
+
+    def claim_later():
+        time.sleep(0.2)
+        claim.write_text(f'{{"host": "{host}", "pid": {os.getppid()}, "trainer": "a"}}')
+
+    assert follower.sharing.trained_elsewhere(2) is None  # a bare look: not claimed yet
+    writer = threading.Thread(target=claim_later)
+    writer.start()
+    assert follower.sharing.trained_elsewhere(2, grace_s=5.0) == "a"
+    writer.join()
+    claim.unlink()
+    started = time.monotonic()
+    assert follower.sharing.trained_elsewhere(2, grace_s=0.3) is None  # nobody claims it
+    assert time.monotonic() - started >= 0.3
+    # Only a trainer that said it goes on is waited for: one that left the network is not.
+    (tmp_path / key[:2] / key / "0001.next").unlink()
+    started = time.monotonic()
+    assert follower.sharing.trained_elsewhere(2, grace_s=5.0) is None
+    assert time.monotonic() - started < 1.0
+
+
 def test_a_stored_state_is_read_when_needed_even_after_its_eviction(tmp_path):
     store = EpochStore(ShareSettings(tmp_path))
     key, cpu = "ab" * 10, torch.device("cpu")

@@ -33,6 +33,8 @@ DEFAULT_MAX_GIB = 2.0
 ENTRY_SUFFIX = ".pt"
 CLAIM_SUFFIX = ".claim"
 MEASURES_SUFFIX = ".measures"
+# Beside a trained epoch: its trainer goes on to the next epoch of the network.
+CONTINUES_SUFFIX = ".next"
 
 
 class DamagedEntry(RuntimeError):
@@ -146,6 +148,17 @@ class EpochStore:
         _HELD.add(path)
         return True
 
+    def mark_continues(self, key: str, epoch: int) -> None:
+        with contextlib.suppress(OSError):  # a hint only: without it a trial waits in place
+            self._path(key, epoch, CONTINUES_SUFFIX).touch()
+
+    def continues(self, key: str, epoch: int) -> bool:
+        return self._path(key, epoch, CONTINUES_SUFFIX).exists()
+
+    def holds(self, key: str, epoch: int) -> bool:
+        """Whether the epoch is stored (it may be evicted at once)."""
+        return self._path(key, epoch, ENTRY_SUFFIX).exists()
+
     def trained_elsewhere(self, key: str, epoch: int) -> str | None:
         """The trainer (a trial id, or "" if it gave none) that is training this epoch in
         another process right now, or None: the epoch is stored, unclaimed, or its claim is
@@ -212,6 +225,7 @@ class EpochStore:
                 break
             path.unlink(missing_ok=True)
             path.with_suffix(MEASURES_SUFFIX).unlink(missing_ok=True)
+            path.with_suffix(CONTINUES_SUFFIX).unlink(missing_ok=True)
             total -= size
 
 

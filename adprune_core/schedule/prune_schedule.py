@@ -153,6 +153,7 @@ class PruneSchedule:
         """One epoch, its decision, and (when the network ends) its record and the next one."""
         measures = self.train_one_epoch()
         decision = self.decide()
+        self.sharing.decided(self.state.epoch, decision.action == "continue")
         before = self.state
         report = self._epoch_report(before, decision, measures.train_accuracy)
         self.sharing.count(report.mac_reduction)

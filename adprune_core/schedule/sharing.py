@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import cache
@@ -198,12 +199,32 @@ class EpochSharing:
         else:
             self.tally.net0_epochs_trained += units
 
-    def trained_elsewhere(self, epoch: int) -> str | None:
+    def decided(self, epoch: int, continues: bool) -> None:
+        """After the decision on epoch ``epoch``: a schedule that trained it and goes on
+        with this network says so in the store (see :meth:`trained_elsewhere`)."""
+        if self.store is not None and self.key is not None and continues and not self.last_loaded:
+            self.store.mark_continues(self.key, epoch)
+
+    def trained_elsewhere(self, epoch: int, grace_s: float = 0.0) -> str | None:
         """The trial training epoch ``epoch`` of the live network in another process now
-        (its id, or "" if unknown), or None when this schedule would not wait for it."""
+        (its id, or "" if unknown), or None when this schedule would not wait for it.
+
+        The trainer of the epoch before, where it said it goes on with this network, claims
+        ``epoch`` only once its sweep has taken its report. Up to ``grace_s`` is given for
+        that claim to appear, so that the trainer keeps training and this schedule waits,
+        rather than both racing for the epoch and one waiting where it stands.
+        """
         if self.store is None or self.key is None:
             return None
-        return self.store.trained_elsewhere(self.key, epoch)
+        expected = self.last_loaded and self.store.continues(self.key, epoch - 1)
+        deadline = time.monotonic() + (grace_s if expected else 0.0)
+        while True:
+            trainer = self.store.trained_elsewhere(self.key, epoch)
+            if trainer is not None or time.monotonic() >= deadline:
+                return trainer
+            if self.store.holds(self.key, epoch):
+                return None
+            time.sleep(self.store.settings.poll_s)
 
     def report_fields(self) -> dict[str, Any]:
         return {

@@ -44,6 +44,11 @@ from ray_jobs.sweep._worker_process import PreloadedData, cached_dataset, releas
 CHECKPOINT_FILE = "schedule.pt"
 # Benchmarks set it to get the trainable process's time and memory in every report.
 PROCESS_METRICS_ENV = "ADPRUNE_PROCESS_METRICS"
+# How long a trial that has just loaded an epoch gives its trainer, which said it goes on, to
+# claim the next one (it does once the driver has taken its report: tens of milliseconds,
+# seconds on a driver busy starting the sweep). Within it, the trial learns that it is to
+# wait, and gives up its slot.
+CLAIM_GRACE_S = 2.0
 
 
 def trial_device(spec: SweepSpec, gpu: float | None = None) -> str:
@@ -199,7 +204,7 @@ class TrialReporter:
             return {}
         sharing = self.schedule.sharing
         epoch = self.schedule.state.epoch + 1
-        trainer = sharing.trained_elsewhere(epoch)
+        trainer = sharing.trained_elsewhere(epoch, CLAIM_GRACE_S)
         if trainer is None:
             return {}
         return {
