@@ -203,6 +203,35 @@ def test_trials_artifacts_are_drawn_side_by_side_and_the_sweeps_end_comes_after_
     }
 
 
+def net_end(trial, step):
+    return {
+        **epoch(trial, step),
+        "op": "net_end",
+        "metrics": {"accuracy": 0.9, "epochs": step},
+        "profile": "",
+        "end_reason": "saturated",
+    }
+
+
+def test_a_close_cut_short_between_its_last_batch_and_its_end_is_done_again(tmp_path, sqlite_uri):
+    """A driver killed after a close's last batch (which carries the closed tag) and before
+    set_terminated leaves a RUNNING run tagged closed; the resumed writer closes it."""
+    first = Writer(tmp_path / "first", sqlite_uri)
+    first.writer.start()
+    first.writer.put([{"op": "sweep_start"}, epoch("t0", 1), epoch("t0", 2), net_end("t0", 2)])
+    assert first.writer.stop(timeout_s=120)
+    (net,) = first.nets().values()
+    assert net.info.status == "FINISHED" and net.data.tags["adprune.closed"] == "true"
+    first.client.update_run(net.info.run_id, status="RUNNING")  # where the kill left it
+    resumed = Writer(tmp_path / "resumed", sqlite_uri)
+    resumed.writer.start()
+    resumed.writer.put([{"op": "sweep_start"}, epoch("t0", 2), net_end("t0", 2)])
+    assert resumed.writer.stop(timeout_s=120)
+    (net,) = resumed.nets().values()
+    assert net.info.status == "FINISHED"
+    assert [s for s, _ in resumed.steps(net)] == [1, 2]
+
+
 # ---------------------------------------------------------------------------- 503, then back
 
 

@@ -195,7 +195,9 @@ class RunResolver:
 
     def _adopt(self, key: str, run: Any) -> None:
         """Pick up a run an earlier driver (or attempt) created: its last step and state."""
-        if run.data.tags.get(CLOSED_TAG) == "true":
+        # The closed tag rides in a close's last batch, before set_terminated: a driver
+        # killed between the two left it on a RUNNING run, whose close is done again.
+        if run.data.tags.get(CLOSED_TAG) == "true" and run.info.status != "RUNNING":
             self.state.closed.add(key)
         if run.data.tags.get(KIND_TAG) == NET_KIND:
             history = self.client.get_metric_history(run.info.run_id, "ad_total")
